@@ -1,0 +1,392 @@
+"""Find a recipe, check it statically, and compose it with Hydra.
+
+A recipe is a primary Hydra config: ``defaults: [config, override <group>: <option>, _self_]``
+plus deltas. The recipe's folder is the primary config dir; llmops' ``conf/`` (and any folder on
+``LLMOPS_RECIPE_PATH``) is appended to Hydra's search path.
+
+``lint`` checks a recipe file and the command-line overrides against the dataclass schemas
+*before* Hydra runs, so that every unknown key, wrong type and unknown option is reported at
+once, with the file it came from and close matches. Hydra alone would stop at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from llmops import resources
+from llmops.config import schema
+from llmops.errors import ConfigError, LLMOpsError
+
+RECIPE_PATH_ENV = "LLMOPS_RECIPE_PATH"
+CMDLINE = "command line"
+
+
+# ----------------------------------------------------------------------------------- recipe path
+def recipe_dirs() -> list[Path]:
+    """Folders searched for recipes, first wins: $LLMOPS_RECIPE_PATH entries, then built-ins."""
+    dirs: list[Path] = []
+    for entry in os.environ.get(RECIPE_PATH_ENV, "").split(os.pathsep):
+        if entry.strip():
+            dirs.append(Path(entry).expanduser().resolve())
+    dirs.append(resources.recipes_dir())
+    return dirs
+
+
+def list_recipes() -> list[tuple[str, Path]]:
+    """(name, path) of every recipe on the path; a name shadowed by an earlier folder is skipped."""
+    seen: dict[str, Path] = {}
+    for d in recipe_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.yaml")):
+            seen.setdefault(p.stem, p)
+    return sorted(seen.items())
+
+
+def find_recipe(ref: str) -> Path:
+    """A recipe by name (searched on the recipe path) or by path to a .yaml file."""
+    looks_like_path = ref.endswith((".yaml", ".yml")) or os.sep in ref or ref.startswith(".")
+    if looks_like_path:
+        p = Path(ref).expanduser()
+        if not p.is_file():
+            raise LLMOpsError(f"recipe file '{ref}' does not exist (expected a YAML file)")
+        return p.resolve()
+    for d in recipe_dirs():
+        p = d / f"{ref}.yaml"
+        if p.is_file():
+            return p
+    names = [n for n, _ in list_recipes()]
+    hint = _did_you_mean(ref, names)
+    raise LLMOpsError(
+        f"no recipe named '{ref}' on the recipe path ({', '.join(str(d) for d in recipe_dirs())})"
+        f"{hint}; known recipes: {', '.join(names) or 'none'}"
+    )
+
+
+def load_yaml_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise LLMOpsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except OSError as e:
+        raise LLMOpsError(f"{path}: cannot be read: {e.strerror}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LLMOpsError(f"{path}: expected a YAML mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------- options and schema
+def search_dirs(recipe: Optional[Path] = None) -> list[Path]:
+    dirs = []
+    if recipe is not None:
+        dirs.append(recipe.parent)
+    dirs.extend(d for d in recipe_dirs() if d not in dirs)
+    dirs.append(resources.conf_dir())
+    return dirs
+
+
+def group_options(group: str, recipe: Optional[Path] = None) -> dict[str, Path]:
+    """Options of a config group: ``<dir>/<group>/<name>.yaml`` on the search path."""
+    found: dict[str, Path] = {}
+    for d in search_dirs(recipe):
+        gd = d / group
+        if gd.is_dir():
+            for p in sorted(gd.glob("*.yaml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _typed_root() -> DictConfig:
+    """The root schema with every group filled in with its schema's defaults (struct mode)."""
+    groups = {g: OmegaConf.structured(cls) for g, cls in schema.GROUPS.items()}
+    root = OmegaConf.structured(schema.LLMOpsConfig)
+    for g, node in groups.items():
+        root[g] = node
+    OmegaConf.set_struct(root, True)
+    return root
+
+
+def _schema_keys(cls: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        out.append(key)
+        t = f.type if not isinstance(f.type, str) else getattr(schema, f.type.split("[")[0], None)
+        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else None
+        if is_dataclass(default):
+            out.extend(_schema_keys(type(default), key + "."))
+        elif f.name in schema.GROUPS and prefix == "":
+            out.extend(_schema_keys(schema.GROUPS[f.name], key + "."))
+        elif isinstance(t, type) and is_dataclass(t):
+            out.extend(_schema_keys(t, key + "."))
+    return out
+
+
+ALL_KEYS = None
+
+
+def all_keys() -> list[str]:
+    global ALL_KEYS
+    if ALL_KEYS is None:
+        ALL_KEYS = _schema_keys(schema.LLMOpsConfig)
+    return ALL_KEYS
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict) and d:
+        out = []
+        for k, v in d.items():
+            out.extend(_flatten(v, f"{prefix}{k}."))
+        return out
+    return [(prefix[:-1], d)]
+
+
+def _check_value(root: DictConfig, key: str, value: Any) -> Optional[str]:
+    """None when `key` exists in the schema and accepts `value`, else the reason."""
+    parts = key.split(".")
+    node: Any = root
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            break
+        if part not in node:
+            if not _is_open_dict(node):
+                parent = ".".join(parts[:i])
+                siblings = [f"{parent}.{k}" if parent else k for k in node.keys()]
+                return f"unknown key '{key}'{_did_you_mean(key, siblings)}"
+            return None
+        node = node._get_node(part)
+    try:
+        typed = _typed_root()
+        OmegaConf.update(typed, key, value, merge=True)
+    except Exception as e:  # omegaconf.ValidationError and friends
+        msg = str(e).split("\n")[0]
+        return f"key '{key}': {msg}"
+    return None
+
+
+def _is_open_dict(node: DictConfig) -> bool:
+    # Dict[str, X] fields accept any key
+    try:
+        return node._metadata.key_type is str and node._metadata.object_type in (dict, None)
+    except AttributeError:
+        return False
+
+
+@dataclass
+class Source:
+    """Where each set key came from, to name it in errors."""
+
+    recipe: Path
+    recipe_keys: dict[str, Any]
+    override_keys: dict[str, str]
+    choices: dict[str, str]
+
+    def origin(self, key: str) -> str:
+        if key in self.override_keys:
+            return f"command line override '{self.override_keys[key]}'"
+        if key in self.recipe_keys:
+            return f"recipe {self.recipe}"
+        group = key.split(".")[0]
+        if group in self.choices:
+            opt = group_options(group, self.recipe).get(self.choices[group])
+            if opt is not None:
+                sub = key.split(".", 1)[1] if "." in key else ""
+                data = _safe_yaml(opt)
+                if sub and any(k == sub for k, _ in _flatten(data)):
+                    return f"option file {opt}"
+            return f"default of {group} option '{self.choices[group]}'"
+        if key.split(".")[0] in {k for k, _ in _flatten(_safe_yaml(resources.conf_dir() / 'config.yaml'))}:
+            return f"base config {resources.conf_dir() / 'config.yaml'}"
+        return "schema default (llmops/config/schema.py)"
+
+
+def _safe_yaml(p: Path) -> dict:
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+        return {k: v for k, v in d.items() if k not in ("defaults", "hydra")} if isinstance(d, dict) else {}
+    except Exception:
+        return {}
+
+
+def _parse_defaults(defaults: Any, recipe: Path, problems: list[str]) -> dict[str, str]:
+    """Group choices a recipe's defaults list makes; unknown groups/options are problems."""
+    choices: dict[str, str] = {}
+    if defaults is None:
+        return choices
+    if not isinstance(defaults, list):
+        problems.append(f"{recipe}: 'defaults' must be a list, got {type(defaults).__name__}")
+        return choices
+    for item in defaults:
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, dict) or len(item) != 1:
+            problems.append(f"{recipe}: defaults entry {item!r} is not 'group: option'")
+            continue
+        (k, v), = item.items()
+        group = str(k).replace("override ", "").strip().lstrip("/")
+        if "@" in group:
+            group = group.split("@")[0]
+        if group in schema.GROUPS and isinstance(v, str):
+            opts = group_options(group, recipe)
+            if v not in opts:
+                problems.append(
+                    f"{recipe}: defaults picks {group} option '{v}', which does not exist"
+                    f"{_did_you_mean(v, opts)}; options: {', '.join(sorted(opts))}"
+                )
+            else:
+                choices[group] = v
+    return choices
+
+
+def base_choices() -> dict[str, str]:
+    data = yaml.safe_load((resources.conf_dir() / "config.yaml").read_text())
+    out = {}
+    for item in data.get("defaults", []):
+        if isinstance(item, dict):
+            (k, v), = item.items()
+            out[k] = v
+    return out
+
+
+def lint(recipe: Path, overrides: list[str]) -> Source:
+    """Check a recipe file and overrides against the schemas; raise ConfigError with all problems."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    problems: list[str] = []
+    data = load_yaml_file(recipe)
+    choices = base_choices()
+    choices.update(_parse_defaults(data.get("defaults"), recipe, problems))
+
+    typed = _typed_root()
+    recipe_keys: dict[str, Any] = {}
+    body = {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
+    for key, value in _flatten(body):
+        recipe_keys[key] = value
+        if isinstance(value, (dict, list)) and not value:
+            value = value
+        why = _check_value(typed, key, value)
+        if why:
+            problems.append(f"{recipe}: {why}")
+
+    override_keys: dict[str, str] = {}
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError([f"{CMDLINE}: {e}"]) from None
+    for o in parsed:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_delete():
+            continue
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        group = key.lstrip("/")
+        if group in schema.GROUPS and o.package is None and all(isinstance(v, str) for v in values):
+            opts = group_options(group, recipe)
+            for v in values:
+                if v not in opts:
+                    problems.append(
+                        f"{CMDLINE}: '{o.input_line}': {group} has no option '{v}'"
+                        f"{_did_you_mean(v, opts)}; options: {', '.join(sorted(opts))}"
+                    )
+                else:
+                    choices[group] = v
+            continue
+        override_keys[key] = o.input_line
+        for v in values:
+            why = _check_value(typed, key, v)
+            if why:
+                problems.append(f"{CMDLINE}: '{o.input_line}': {why}")
+                break
+    if problems:
+        raise ConfigError(problems)
+    return Source(recipe=recipe, recipe_keys=recipe_keys, override_keys=override_keys, choices=choices)
+
+
+# ----------------------------------------------------------------------------------------- compose
+def hydra_searchpath_override(overrides: list[str], recipe: Path) -> list[str]:
+    """Add llmops' conf/ (and the recipe path) to any hydra.searchpath the user gave."""
+    extra = [f"file://{d}" for d in recipe_dirs() if d != recipe.parent] + [
+        f"file://{resources.conf_dir()}"
+    ]
+    rest, user = [], []
+    for o in overrides:
+        if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath":
+            val = o.split("=", 1)[1].strip()
+            user.extend(x.strip() for x in val.strip("[]").split(",") if x.strip())
+        else:
+            rest.append(o)
+    sp = user + [e for e in extra if e not in user]
+    return rest + [f"hydra.searchpath=[{','.join(sp)}]"]
+
+
+def recipe_overrides(recipe: Path, overrides: list[str]) -> list[str]:
+    """The overrides Hydra gets: the user's, the recipe name, the search path."""
+    user_set_recipe = any(o.split("=", 1)[0] == "recipe" for o in overrides)
+    extra = [] if user_set_recipe else [f"recipe={recipe.stem}"]
+    return hydra_searchpath_override(list(overrides) + extra, recipe)
+
+
+def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool = True):
+    """Compose a recipe with the compose API. Returns (cfg, source). Raises ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    schema.register()
+    overrides = list(overrides or [])
+    recipe = find_recipe(recipe_ref)
+    source = lint(recipe, overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(recipe.parent), version_base="1.3"):
+            cfg = hydra_compose(
+                config_name=recipe.stem,
+                overrides=recipe_overrides(recipe, overrides),
+                return_hydra_config=True,
+            )
+    except Exception as e:  # Hydra / OmegaConf composition errors
+        raise ConfigError([f"{recipe}: {_compose_message(e)}"]) from None
+    finally:
+        GlobalHydra.instance().clear()
+    if check:
+        from llmops.config.validate import validate
+
+        validate(cfg, source)
+    return cfg, source
+
+
+def _compose_message(e: BaseException) -> str:
+    msgs = []
+    while e is not None:
+        m = str(e).strip().split("\n")[0]
+        if m and m not in msgs:
+            msgs.append(m)
+        e = e.__cause__ or e.__context__
+    return ": ".join(msgs)
+
+
+def strip_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's config without the `hydra` node (struct mode kept)."""
+    from omegaconf import open_dict
+
+    out = cfg.copy()
+    if "hydra" in out:
+        with open_dict(out):
+            del out["hydra"]
+    return out

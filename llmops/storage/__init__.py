@@ -1,0 +1,74 @@
+"""Stores: where models and checkpoints go. One `Store` per storage kind.
+
+    class Store(Protocol):
+        def put_dir(self, local: Path, uri: str) -> dict: ...  # manifest; verified, resumable
+        def get_dir(self, uri: str, local: Path) -> Path: ...
+        def exists(self, uri: str) -> bool: ...
+
+A model prefix is complete only when its manifest (`llmops-manifest.json`: every file's
+relative path, size and sha256) is present: it is written last.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from omegaconf import DictConfig
+
+MANIFEST = "llmops-manifest.json"
+
+
+class Store(Protocol):
+    def put_dir(self, local, uri: str) -> dict: ...
+
+    def get_dir(self, uri: str, local): ...
+
+    def exists(self, uri: str) -> bool: ...
+
+
+def get_store(cfg: DictConfig) -> Store:
+    kind = cfg.storage.kind.value
+    if kind == "local":
+        from llmops.storage.local import LocalStore
+
+        return LocalStore()
+    if kind == "pvc":
+        from llmops.storage.local import LocalStore
+
+        return LocalStore()
+    if kind == "s3":
+        from llmops.storage.s3 import S3Store
+
+        return S3Store.from_config(cfg.storage)
+    raise ValueError(f"storage.kind: unknown kind {kind!r}")
+
+
+def run_prefix(cfg: DictConfig, run_id: str) -> str:
+    """The run's unique prefix, ending in '/' (KServe downloads by prefix)."""
+    from llmops.storage import local
+
+    kind = cfg.storage.kind.value
+    if kind == "local":
+        return local.local_prefix(cfg.storage.root, run_id)
+    if kind == "pvc":
+        return local.local_prefix(cfg.storage.mount_path, run_id)
+    if kind == "s3":
+        prefix = str(cfg.storage.prefix or "").strip("/")
+        key = f"{prefix}/{run_id}/" if prefix else f"{run_id}/"
+        return f"s3://{cfg.storage.bucket}/{key}"
+    raise ValueError(f"storage.kind: unknown kind {kind!r}")
+
+
+def model_uris(cfg: DictConfig, run_id: str) -> dict:
+    """URIs of a run's exports: `hf` (plain HF folder) and `caikit` (config.yml + artifacts/)."""
+    base = run_prefix(cfg, run_id)
+    return {"hf": base + "hf/", "caikit": base + "caikit/", "adapter": base + "adapter/"}
+
+
+def serving_uri(cfg: DictConfig, uri: str) -> str:
+    """The URI KServe reads for a stored URI (pvc:// for a mounted PVC)."""
+    if cfg.storage.kind.value == "pvc":
+        from llmops.storage.local import to_pvc_uri
+
+        return to_pvc_uri(uri, cfg.storage.mount_path, cfg.storage.pvc_name)
+    return uri

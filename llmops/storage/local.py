@@ -1,0 +1,94 @@
+"""Local-disk store: file:// URIs, copy with verification, manifest written last."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from llmops.errors import LLMOpsError
+from llmops.storage import MANIFEST
+
+
+def local_prefix(root: str, run_id: str) -> str:
+    base = Path(str(root)).expanduser().resolve() / run_id
+    return base.as_uri() + "/"
+
+
+def to_path(uri: str) -> Path:
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    return Path(uri)
+
+
+def to_pvc_uri(uri: str, mount_path: str, pvc_name: str) -> str:
+    p = to_path(uri)
+    rel = p.relative_to(Path(str(mount_path)).expanduser().resolve())
+    return f"pvc://{pvc_name}/{rel.as_posix()}/"
+
+
+def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(local: Path) -> dict:
+    files = {}
+    for p in sorted(local.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(local).as_posix()
+            files[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return {"version": 1, "files": files}
+
+
+def verify_dir(local: Path, manifest: dict, where: str) -> None:
+    for rel, meta in manifest["files"].items():
+        p = local / rel
+        if not p.is_file():
+            raise LLMOpsError(f"{where}: file '{rel}' listed in {MANIFEST} is missing")
+        if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
+            raise LLMOpsError(f"{where}: file '{rel}' does not match its sha256 in {MANIFEST}")
+
+
+class LocalStore:
+    """A folder on this machine (or a mounted PVC)."""
+
+    def put_dir(self, local: Path, uri: str) -> dict:
+        src, dst = Path(local), to_path(uri)
+        manifest = build_manifest(src)
+        dst.mkdir(parents=True, exist_ok=True)
+        old = dst / MANIFEST
+        if old.exists():
+            old.unlink()  # incomplete until the new manifest lands
+        for rel, meta in manifest["files"].items():
+            target = dst / rel
+            if target.is_file() and target.stat().st_size == meta["size"] and sha256_file(target) == meta["sha256"]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            shutil.copyfile(src / rel, tmp)
+            os.replace(tmp, target)
+        verify_dir(dst, manifest, str(dst))
+        (dst / f".{MANIFEST}.part").write_text(json.dumps(manifest, indent=1))
+        os.replace(dst / f".{MANIFEST}.part", dst / MANIFEST)
+        return manifest
+
+    def get_dir(self, uri: str, local: Path) -> Path:
+        src = to_path(uri)
+        manifest = self.read_manifest(uri)
+        verify_dir(src, manifest, uri)
+        return src  # already local: no copy needed
+
+    def exists(self, uri: str) -> bool:
+        return (to_path(uri) / MANIFEST).is_file()
+
+    def read_manifest(self, uri: str) -> dict:
+        p = to_path(uri) / MANIFEST
+        if not p.is_file():
+            raise LLMOpsError(f"{uri}: no {MANIFEST}; the model there is incomplete or absent")
+        return json.loads(p.read_text())
