@@ -188,6 +188,12 @@ def _is_open_dict(node: DictConfig) -> bool:
         return False
 
 
+def _is_new_mapping_key(root: DictConfig, key: str) -> bool:
+    parent, _, last = key.rpartition(".")
+    node = OmegaConf.select(root, parent) if parent else root
+    return isinstance(node, DictConfig) and _is_open_dict(node) and last not in node
+
+
 @dataclass
 class Source:
     """Where each set key came from, to name it in errors."""
@@ -308,6 +314,10 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
                     choices[group] = v
             continue
         override_keys[key] = o.input_line
+        if not (o.is_add() or o.is_force_add()) and _is_new_mapping_key(typed, key):
+            problems.append(f"{CMDLINE}: '{o.input_line}': '{key}' is a new key in a mapping; "
+                            f"add it with '+{o.input_line}'")
+            continue
         for v in values:
             why = _check_value(typed, key, v)
             if why:
