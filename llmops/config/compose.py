@@ -171,12 +171,21 @@ def _check_value(root: DictConfig, key: str, value: Any) -> Optional[str]:
                 return f"unknown key '{key}'{_did_you_mean(key, siblings)}"
             return None
         node = node._get_node(part)
+    from omegaconf import ValueNode
+
+    if isinstance(node, ValueNode):
+        if isinstance(value, str) and "${" in value:
+            return None  # an interpolation: checked once composed
+        try:
+            node.validate_and_convert(value)
+        except Exception as e:  # omegaconf.ValidationError and friends
+            return f"key '{key}': {str(e).splitlines()[0]}"
+        return None
     try:
-        typed = _typed_root()
-        OmegaConf.update(typed, key, value, merge=True)
-    except Exception as e:  # omegaconf.ValidationError and friends
-        msg = str(e).split("\n")[0]
-        return f"key '{key}': {msg}"
+        probe = _typed_root()
+        OmegaConf.update(probe, key, value, merge=True)
+    except Exception as e:
+        return f"key '{key}': {str(e).splitlines()[0]}"
     return None
 
 
