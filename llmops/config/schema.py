@@ -251,33 +251,34 @@ class StorageBinding(str, Enum):
 @dataclass
 class ServingConfig:
     kind: ServingKind = ServingKind.none
-    name: Optional[str] = None  # InferenceService name; derived from the run when unset
+    name: Optional[str] = None  # InferenceService name; derived from the run id when unset
     namespace: str = "llmops"
-    create_namespace: bool = False
+    create_namespace: bool = False  # apply a Namespace first (never deleted by undeploy)
     apply: bool = False  # false: render (and validate) only
-    keep: bool = True  # false: delete what was applied at the end of the run
-    runtime_name: Optional[str] = None  # ServingRuntime name; derived from kind when unset
-    image: str = MISSING
+    keep: bool = True  # false: delete what was applied at the end of the run (after smoke_test)
+    runtime_name: Optional[str] = None  # ServingRuntime name; "<isvc name>-<kind>" when unset
+    image: str = MISSING  # the serving container (kserve-container)
     transformer_image: Optional[str] = None  # caikit_tgis: the Caikit container
-    model_format: str = MISSING
-    protocol: Protocol = Protocol.http
+    model_format: str = MISSING  # ISVC modelFormat.name; must be one the runtime serves
+    protocol: Protocol = Protocol.http  # caikit_tgis: http (8080) or grpc (8085 h2c)
     deployment_mode: DeploymentMode = DeploymentMode.RawDeployment
-    expose_route: bool = False
-    token_auth: bool = False
-    replicas: int = 1
-    gpus: int = 0
+    expose_route: bool = False  # label networking.kserve.io/visibility=exposed
+    token_auth: bool = False  # annotation security.opendatahub.io/enable-auth=true
+    replicas: int = 1  # predictor min and max replicas
+    gpus: int = 0  # nvidia.com/gpu requested and limited
     cpu_request: str = "1"
     cpu_limit: str = "4"
     memory_request: str = "4Gi"
     memory_limit: str = "8Gi"
-    tolerations: List[Dict[str, Any]] = field(default_factory=list)
-    env: Dict[str, str] = field(default_factory=dict)
+    tolerations: List[Dict[str, Any]] = field(default_factory=list)  # predictor pod tolerations
+    env: Dict[str, str] = field(default_factory=dict)  # extra env of the serving container
     args: List[str] = field(default_factory=list)  # extra server arguments
     storage_binding: StorageBinding = StorageBinding.service_account
-    secret_name: Optional[str] = None  # S3 credentials Secret; derived when unset
+    secret_name: Optional[str] = None  # S3 credentials Secret; "<isvc name>-s3" when unset
     existing_secret: bool = False  # true: secret_name exists already, render none
-    ready_timeout_s: int = 900
-    labels: Dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: int = 900  # wait for Ready at most this long
+    poll_interval_s: float = 5.0  # between status reads while waiting
+    labels: Dict[str, str] = field(default_factory=dict)  # extra labels on every object
 
 
 @dataclass
