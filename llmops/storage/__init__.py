@@ -72,3 +72,29 @@ def serving_uri(cfg: DictConfig, uri: str) -> str:
 
         return to_pvc_uri(uri, cfg.storage.mount_path, cfg.storage.pvc_name)
     return uri
+
+
+def ray_storage(cfg: DictConfig, run_dir, run_id: str) -> tuple:
+    """(storage_path, storage_filesystem) for Ray Train's RunConfig checkpoints.
+
+    local: ``<run_dir>/checkpoints`` on this machine; pvc: ``<mount_path>/<run_id>/checkpoints``
+    (the claim must be mounted on every worker); s3: ``<bucket>/<prefix>/<run_id>/checkpoints``
+    with a ``pyarrow.fs.S3FileSystem`` pointed at ``storage.endpoint_url``, its credentials taken
+    from the environment (or ``storage.profile``) when this is called.
+    """
+    from pathlib import Path
+
+    kind = cfg.storage.kind.value
+    if kind == "local":
+        return str(Path(run_dir) / "checkpoints"), None
+    if kind == "pvc":
+        from llmops.storage.local import to_path
+
+        return str(to_path(run_prefix(cfg, run_id)) / "checkpoints"), None
+    if kind == "s3":
+        from llmops.storage.s3 import S3Settings, pyarrow_filesystem
+
+        prefix = str(cfg.storage.prefix or "").strip("/")
+        parts = [str(cfg.storage.bucket)] + ([prefix] if prefix else []) + [run_id, "checkpoints"]
+        return "/".join(parts), pyarrow_filesystem(S3Settings.from_config(cfg.storage))
+    raise ValueError(f"storage.kind: unknown kind {kind!r}")
