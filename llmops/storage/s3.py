@@ -264,8 +264,17 @@ class S3Store:
                 verify: Any = self.s.verify
                 if self.s.verify and self.s.ca_bundle:
                     verify = str(Path(self.s.ca_bundle).expanduser())
-                self._client = self.session().client("s3", endpoint_url=self.s.endpoint_url or None,
-                                                     verify=verify, config=cfg)
+                session = self.session()
+                creds = session.get_credentials()
+                if creds is not None:  # scrub them from every log line and error message
+                    from llmops.config import secrets
+
+                    frozen = creds.get_frozen_credentials()
+                    for v in (frozen.access_key, frozen.secret_key, frozen.token):
+                        if v:
+                            secrets.remember(v)
+                self._client = session.client("s3", endpoint_url=self.s.endpoint_url or None,
+                                              verify=verify, config=cfg)
             return self._client
 
     # -------------------------------------------------------------------------------- requests
