@@ -10,7 +10,8 @@ Upload (`put_dir`):
   * small files go in one PUT, files at or above ``multipart_threshold_mb`` in parts of
     ``multipart_chunk_mb``; a multipart upload left behind by an interrupted run is resumed: parts
     whose size and MD5 (the part's ETag) match the local bytes are kept, the rest are sent;
-  * every request carries Content-MD5 (the server rejects corrupted bodies) and is retried with
+  * every body carries a checksum the server verifies (botocore's CRC32, or Content-MD5 where
+    AWS_REQUEST_CHECKSUM_CALCULATION=when_required turns that off), and each request is retried with
     exponential backoff and jitter on transient errors (connection errors, timeouts, 5xx,
     throttling) up to ``max_attempts`` times;
   * files and parts share one thread pool of ``max_concurrency`` threads;
@@ -486,6 +487,13 @@ class S3Store:
                  stats.bytes_sent / 1e6, stats.seconds, stats.retries)
         return manifest
 
+    def _integrity(self, data: bytes) -> dict:
+        """Body checksum the server verifies: botocore adds CRC32 by default
+        (request_checksum_calculation=when_supported); where that is turned off, Content-MD5."""
+        if getattr(self.client.meta.config, "request_checksum_calculation", "when_supported") == "when_supported":
+            return {}
+        return {"ContentMD5": _md5_b64(data)}
+
     def _remote_sha(self, bucket: str, key: str) -> Optional[str]:
         try:
             h = self._call("check", bucket, key, lambda: self.client.head_object(Bucket=bucket, Key=key))
@@ -521,7 +529,7 @@ class S3Store:
 
             def go():
                 try:
-                    return self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentMD5=_md5_b64(data),
+                    return self.client.put_object(Bucket=bucket, Key=key, Body=data, **self._integrity(data),
                                                   Metadata={SHA_META: meta["sha256"]})
                 except Exception:
                     stats.add(bytes_failed=len(data))
@@ -541,7 +549,7 @@ class S3Store:
             def go():
                 try:
                     return self.client.upload_part(Bucket=bucket, Key=key, UploadId=info["upload_id"],
-                                                   PartNumber=n, Body=data, ContentMD5=_md5_b64(data))
+                                                   PartNumber=n, Body=data, **self._integrity(data))
                 except Exception:
                     stats.add(bytes_failed=len(data))
                     raise
