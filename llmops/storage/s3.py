@@ -436,6 +436,8 @@ class S3Store:
         stats = self.last_stats = TransferStats()
         manifest = build_manifest(local, workers=min(4, max(1, int(self.s.max_concurrency))))
         files = manifest["files"]
+        if not files:
+            raise LLMOpsError(f"{local}: no files to upload to {uri} (an empty folder is not a model)")
         stats.files = len(files)
         stats.bytes_total = sum(m["size"] for m in files.values())
         self.ensure_bucket(bucket)
@@ -567,9 +569,15 @@ class S3Store:
             key = prefix + rel
             info = pending_mpu[key]
             parts = [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in sorted(info["parts"].items())]
-            self._call("complete upload of", bucket, key, lambda: self.client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=info["upload_id"], MultipartUpload={"Parts": parts}),
-                stats, cancel)
+            try:
+                self._call("complete upload of", bucket, key, lambda: self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=info["upload_id"], MultipartUpload={"Parts": parts}),
+                    stats, cancel)
+            except S3Error as e:
+                # a retried complete whose first answer was lost: the upload is gone because it
+                # completed; the object is there with our sha256
+                if e.code != "NoSuchUpload" or self._remote_sha(bucket, key) != files[rel]["sha256"]:
+                    raise
             stats.add(files_sent=1)
 
         units: list[tuple[Callable, tuple]] = []

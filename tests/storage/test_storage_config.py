@@ -58,33 +58,67 @@ def test_local_ray_storage(compose, tmp_path):
     assert ray_storage(cfg, tmp_path / "run", "r1") == (str(tmp_path / "run" / "checkpoints"), None)
 
 
-@pytest.mark.parametrize("overrides, key, expected", [
-    (["storage=s3"], "storage.bucket", "a bucket name"),
-    (["storage=s3", "storage.bucket=Bad_Bucket"], "storage.bucket", "an S3 bucket name"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.endpoint_url=minio:9000"], "storage.endpoint_url",
-     "an http:// or https:// URL"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.endpoint_url=http://u:p@minio:9000"],
-     "storage.endpoint_url", "without user:password"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.addressing_style=dns"], "storage.addressing_style",
-     "'path' (MinIO)"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.multipart_chunk_mb=1"], "storage.multipart_chunk_mb",
-     "between 5 (the S3 minimum)"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.max_concurrency=0"], "storage.max_concurrency",
-     "between 1 and 256"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.max_attempts=0"], "storage.max_attempts", "between 1"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.ca_bundle=/nonexistent/ca.pem"], "storage.ca_bundle",
-     "an existing PEM file"),
-    (["storage=s3", "storage.bucket=ok-bkt", "storage.prefix=a/../b"], "storage.prefix", "no '//'"),
-    (["storage=pvc", "storage.mount_path=/mnt/m"], "storage.pvc_name", "PersistentVolumeClaim"),
-    (["storage=pvc", "storage.pvc_name=Bad_Name", "storage.mount_path=/mnt/m"], "storage.pvc_name", "DNS-1123"),
-    (["storage=pvc", "storage.pvc_name=ok", "storage.mount_path=relative/dir"], "storage.mount_path",
-     "absolute path"),
+@pytest.fixture(scope="module")
+def base_cfgs(tmp_path_factory):
+    """quickstart composed once per storage kind (composing is slow); cases edit a copy."""
+    from llmops.config.compose import compose as _compose
+
+    out = tmp_path_factory.mktemp("cfg")
+    base = [f"paths.output_root={out}", f"paths.cache_dir={out / 'cache'}"]
+    return {kind: _compose("quickstart", base + [f"storage={kind}"], check=False)[0]
+            for kind in ("s3", "pvc")}
+
+
+@pytest.mark.parametrize("kind, edits, key, expected", [
+    ("s3", {}, "storage.bucket", "a bucket name"),
+    ("s3", {"bucket": "Bad_Bucket"}, "storage.bucket", "an S3 bucket name"),
+    ("s3", {"bucket": "ab"}, "storage.bucket", "an S3 bucket name"),
+    ("s3", {"endpoint_url": "minio:9000"}, "storage.endpoint_url", "an http:// or https:// URL"),
+    ("s3", {"endpoint_url": "http://u:p@minio:9000"}, "storage.endpoint_url", "without user:password"),
+    ("s3", {"addressing_style": "dns"}, "storage.addressing_style", "'path' (MinIO)"),
+    ("s3", {"multipart_chunk_mb": 1}, "storage.multipart_chunk_mb", "between 5 (the S3 minimum)"),
+    ("s3", {"multipart_threshold_mb": 0}, "storage.multipart_threshold_mb", ">= 5"),
+    ("s3", {"max_concurrency": 0}, "storage.max_concurrency", "between 1 and 256"),
+    ("s3", {"max_attempts": 0}, "storage.max_attempts", "between 1"),
+    ("s3", {"retry_base_s": -1.0}, "storage.retry_base_s", ">= 0"),
+    ("s3", {"read_timeout_s": 0.0}, "storage.read_timeout_s", "> 0"),
+    ("s3", {"ca_bundle": "/nonexistent/ca.pem"}, "storage.ca_bundle", "an existing PEM file"),
+    ("s3", {"prefix": "a/../b"}, "storage.prefix", "no '//'"),
+    ("s3", {"prefix": "a//b"}, "storage.prefix", "no '//'"),
+    ("pvc", {"mount_path": "/mnt/m"}, "storage.pvc_name", "PersistentVolumeClaim"),
+    ("pvc", {"pvc_name": "Bad_Name", "mount_path": "/mnt/m"}, "storage.pvc_name", "DNS-1123"),
+    ("pvc", {"pvc_name": "ok", "mount_path": "relative/dir"}, "storage.mount_path", "absolute path"),
 ])
-def test_bad_storage_config_names_the_key(compose, overrides, key, expected):
+def test_bad_storage_config_names_the_key(base_cfgs, kind, edits, key, expected):
+    from omegaconf import OmegaConf
+
+    from llmops.config.validate import validate
+
+    cfg = base_cfgs[kind].copy()
+    if kind == "s3" and "bucket" not in edits and key != "storage.bucket":
+        edits = {"bucket": "ok-bucket", **edits}
+    for k, v in edits.items():
+        OmegaConf.update(cfg, f"storage.{k}", v)
     with pytest.raises(ConfigError) as e:
-        compose("quickstart", *overrides)
+        validate(cfg)
     lines = [p for p in e.value.problems if p.startswith(key)]
     assert lines and expected in lines[0], e.value.problems
+    assert len(e.value.problems) == 1, e.value.problems  # nothing else wrong with the config
+
+
+@pytest.mark.parametrize("kind, edits", [
+    ("s3", {"bucket": "my.models-2024", "endpoint_url": "https://minio.example.com:9000", "prefix": "team/llm"}),
+    ("pvc", {"pvc_name": "model-store", "mount_path": "/mnt/models"}),
+])
+def test_good_storage_config_passes(base_cfgs, kind, edits):
+    from omegaconf import OmegaConf
+
+    from llmops.config.validate import validate
+
+    cfg = base_cfgs[kind].copy()
+    for k, v in edits.items():
+        OmegaConf.update(cfg, f"storage.{k}", v)
+    validate(cfg)
 
 
 def test_literal_credential_in_config_is_an_error_without_echoing_it(compose):
