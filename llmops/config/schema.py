@@ -205,20 +205,23 @@ class StorageKind(str, Enum):
 class StorageConfig:
     kind: StorageKind = StorageKind.local
     root: str = "outputs/models"  # local: folder that holds one prefix per run
-    # s3
+    # s3 (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, or `profile`)
     bucket: Optional[str] = None
-    prefix: str = "models"
-    endpoint_url: Optional[str] = None
+    prefix: str = "models"  # models land in s3://<bucket>/<prefix>/<run_id>/{hf,caikit,adapter}/
+    endpoint_url: Optional[str] = None  # MinIO / any S3-compatible store; None = AWS
     region: Optional[str] = None
-    addressing_style: str = "auto"  # auto | path | virtual
-    verify: bool = True
-    ca_bundle: Optional[str] = None
-    profile: Optional[str] = None
+    addressing_style: str = "auto"  # auto | path | virtual (MinIO: path)
+    verify: bool = True  # TLS certificate verification
+    ca_bundle: Optional[str] = None  # PEM file of the endpoint's CA
+    profile: Optional[str] = None  # named profile in ~/.aws/{config,credentials}
     create_bucket: bool = False
-    multipart_threshold_mb: int = 64
-    multipart_chunk_mb: int = 16
-    max_concurrency: int = 8
-    max_attempts: int = 5
+    multipart_threshold_mb: int = 64  # files at least this big go in parts
+    multipart_chunk_mb: int = 16  # part size (S3 minimum: 5)
+    max_concurrency: int = 8  # parallel requests (files and parts share them)
+    max_attempts: int = 5  # per request, on transient errors (connection, 5xx, throttling)
+    retry_base_s: float = 0.5  # backoff: base * 2^(attempt-1), jittered, at most 20 s
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
     # pvc
     pvc_name: Optional[str] = None
     mount_path: Optional[str] = None  # where the PVC is mounted where the run writes
