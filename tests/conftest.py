@@ -13,6 +13,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # fixture modules owned by each area (s3 server, ray head, kube stand-in, ...)
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.ray_head",
 ]
 
 
