@@ -114,13 +114,13 @@ def cluster_configuration(cfg, name: str):
             namespace=str(c.namespace),
             head_cpu_requests=str(int(c.head_cpus)), head_cpu_limits=str(int(c.head_cpus)),
             head_memory_requests=_gb(c.head_memory_gb), head_memory_limits=_gb(c.head_memory_gb),
-            head_extended_resource_requests={gpu: int(c.head_gpus)} if c.head_gpus else {},
+            head_extended_resource_requests={gpu: str(int(c.head_gpus))} if c.head_gpus else {},
             head_tolerations=tolerations,
             num_workers=int(c.num_workers),
             worker_cpu_requests=str(int(c.worker_cpus)), worker_cpu_limits=str(int(c.worker_cpus)),
             worker_memory_requests=_gb(c.worker_memory_gb),
             worker_memory_limits=_gb(c.worker_memory_gb),
-            worker_extended_resource_requests={gpu: int(c.gpus_per_worker)} if c.gpus_per_worker else {},
+            worker_extended_resource_requests={gpu: str(int(c.gpus_per_worker))} if c.gpus_per_worker else {},
             worker_tolerations=tolerations,
             envs={str(k): str(v) for k, v in (c.envs or {}).items()},
             image=str(c.image),
@@ -230,7 +230,8 @@ def _crd_schema(kind: str) -> dict:
     import yaml
 
     path = schema_dir() / {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}[kind]
-    crd = yaml.safe_load(path.read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large: C parser
+    crd = yaml.load(path.read_text(), Loader=loader)
     for v in crd["spec"]["versions"]:
         if v["name"] == "v1":
             return _strict(copy.deepcopy(v["schema"]["openAPIV3Schema"]))
