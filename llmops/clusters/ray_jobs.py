@@ -279,8 +279,9 @@ class RayJobsBackend:
 
     def __init__(self, cfg, *, train_callable: str = DEFAULT_CALLABLE,
                  extra_py_modules: list[str] = (), echo: Callable[[str], None] = None,
-                 on_event: Callable = None):
+                 on_event: Callable = None, ask: Callable[[str], bool] = _ask_stop):
         self.cfg = cfg
+        self.ask = ask
         self.train_callable = train_callable
         self.extra_py_modules = list(extra_py_modules)
         self.echo = echo
@@ -316,7 +317,7 @@ class RayJobsBackend:
         return submit_and_follow(self.client, cfg, ctx, address=self.address,
                                  entrypoint=entrypoint, runtime_env=rt,
                                  submission_id=submission_id(cfg), echo=self.echo,
-                                 on_event=self.on_event)
+                                 ask=self.ask, on_event=self.on_event)
 
     def __exit__(self, *exc) -> None:
         self.client = None  # nothing was brought up: the cluster is the user's

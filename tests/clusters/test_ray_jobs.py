@@ -191,3 +191,20 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
             b.run_training(cfg, _ctx(cfg, tmp_path / "b"))
     assert "cluster.job_timeout_s" in str(e.value)
     assert sum(j.status.value == "STOPPED" for j in client.list_jobs()) == 2
+
+    # cluster.confirm_stop: answering "no" leaves the job running and says how to follow it
+    cfg = ray_cfg(ray_head.address, "training.max_steps=777", "cluster.confirm_stop=true")
+    lines, asked = [], []
+
+    def echo2(line):
+        lines.append(line)
+        if "long step 3" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
+                            echo=echo2, ask=lambda job: asked.append(job) or False) as b:
+            b.run_training(cfg, _ctx(cfg, tmp_path / "c"))
+    assert len(asked) == 1 and client.get_job_status(asked[0]).value == "RUNNING"
+    assert any("ray job logs" in ln and asked[0] in ln for ln in lines)
+    client.stop_job(asked[0])
