@@ -104,6 +104,7 @@ class DatasetConfig:
     source: DatasetSource = MISSING
     name: Optional[str] = None  # hub id, e.g. wikitext
     config_name: Optional[str] = None  # hub config, e.g. wikitext-2-raw-v1
+    revision: Optional[str] = None  # hub dataset revision (branch, tag or commit); null = main
     dir: Optional[str] = None  # folder for wikitext_raw
     train_files: List[str] = field(default_factory=list)
     eval_files: List[str] = field(default_factory=list)
@@ -345,3 +346,15 @@ def register() -> None:
     for group, node in GROUPS.items():
         cs.store(group=group, name=SCHEMA_NAME, node=node)
     _registered = True
+
+
+def typed(plain: dict):
+    """A typed, struct-mode config from a plain resolved dict (e.g. one shipped to a worker)."""
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.structured(LLMOpsConfig)
+    for g, cls in GROUPS.items():
+        root[g] = OmegaConf.structured(cls)
+    merged = OmegaConf.merge(root, {k: v for k, v in plain.items() if k != "hydra"})
+    OmegaConf.set_struct(merged, True)
+    return merged
