@@ -334,6 +334,10 @@ class CodeflareBackend:
 
     # -- train
     def run_training(self, cfg, ctx) -> dict:
+        if self.train_callable == DEFAULT_CALLABLE:
+            from llmops.clusters.ray_jobs import preflight
+
+            preflight(cfg, ctx)
         if self.mode == "rayjob":
             return self._run_rayjob(cfg, ctx)
         job_dir = ctx.stage_dir("train") / "job"

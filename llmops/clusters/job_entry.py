@@ -21,17 +21,9 @@ RESULT_MARK = "LLMOPS_RESULT "
 
 def typed_config(container: dict):
     """The shipped container as a typed, struct-mode config (enums and schema back in place)."""
-    from omegaconf import OmegaConf
+    from llmops.config.schema import typed
 
-    from llmops.config.schema import GROUPS, LLMOpsConfig
-
-    base = OmegaConf.structured(LLMOpsConfig)
-    for group, node in GROUPS.items():
-        if group in container:
-            base[group] = OmegaConf.structured(node)
-    cfg = OmegaConf.merge(base, container)
-    OmegaConf.set_struct(cfg, True)
-    return cfg
+    return typed(container)
 
 
 def load_payload(argv: list[str]) -> dict:

@@ -88,9 +88,23 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
 
 
 def run_info(cfg, ctx) -> dict:
-    """The `run` argument of the training function."""
-    return {"run_id": str(ctx.run_id), "run_dir": str(Path(ctx.run_dir).resolve()),
-            "data": ctx.outputs("prepare_data")}
+    """The `run` argument of the training function (what `cluster=local` passes too)."""
+    from llmops.clusters import training_run
+
+    run = training_run(cfg, ctx)
+    run["run_dir"] = str(Path(run["run_dir"]).resolve())
+    return json.loads(json.dumps(run, default=str))
+
+
+def preflight(cfg, ctx) -> None:
+    """The checks `cluster=local` makes before training, here before any cluster time is spent."""
+    from llmops import modeling, training
+
+    data = ctx.outputs("prepare_data")
+    tok_dir = data.get("tokenizer_dir")
+    if tok_dir and Path(str(tok_dir)).is_dir():
+        modeling.preflight(cfg, modeling.load_tokenizer(tok_dir))
+    training.check_arguments(cfg)
 
 
 def default_python(cfg) -> str:
@@ -309,6 +323,8 @@ class RayJobsBackend:
     def run_training(self, cfg, ctx) -> dict:
         if self.client is None:
             self.__enter__()
+        if self.train_callable == DEFAULT_CALLABLE:
+            preflight(cfg, ctx)
         job_dir = ctx.stage_dir("train") / "job"
         job_dir.mkdir(parents=True, exist_ok=True)
         _, env = write_payload(job_dir, cfg, ctx, train_callable=self.train_callable)

@@ -208,3 +208,23 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
     assert len(asked) == 1 and client.get_job_status(asked[0]).value == "RUNNING"
     assert any("ray job logs" in ln and asked[0] in ln for ln in lines)
     client.stop_job(asked[0])
+
+
+@pytest.mark.slow
+def test_real_training_through_the_engine_on_a_real_head(ray_head, compose, tmp_path):
+    """`llmops run quickstart cluster=ray ...` minus the CLI: prepare_data here, train as a job."""
+    from llmops import engine
+
+    cfg = compose("quickstart", "cluster=ray", f"cluster.address={ray_head.address}",
+                  "cluster.poll_interval_s=0.5", "stages=[prepare_data,train]",
+                  "dataset.max_train_blocks=48", "dataset.max_eval_blocks=8",
+                  "training.max_steps=4", "training.eval_steps=2", "training.logging_steps=2")
+    out = engine.run(cfg, tmp_path / "run")
+    train = out["state"]["stages"]["train"]
+    assert train["status"] == "done"
+    m = train["outputs"]["metrics"]
+    assert m["global_step"] == 4 and m["eval_loss"] > 0 and m["tokens_per_s"] > 0
+    assert abs(m["perplexity"] - 2.718281828 ** m["eval_loss"]) < 1e-3 * m["perplexity"]
+    assert train["outputs"]["checkpoint_uri"]
+    payload = json.loads((tmp_path / "run" / "train" / "job" / "payload.json").read_text())
+    assert payload["callable"] == "llmops.training:fit"
