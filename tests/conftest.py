@@ -14,6 +14,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.s3",
+    "tests.fixtures.ray_head",
 ]
 
 

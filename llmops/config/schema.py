@@ -44,37 +44,45 @@ class ClusterMode(str, Enum):
 @dataclass
 class ClusterConfig:
     kind: ClusterKind = ClusterKind.local
-    num_workers: int = 1  # Ray Train workers (one process each)
+    num_workers: int = 1  # Ray Train workers (one process each); codeflare: one worker pod each
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
-    # ray: an existing cluster
-    address: Optional[str] = None  # dashboard URL, e.g. http://127.0.0.1:8265
+    # ray and codeflare: the job
+    address: Optional[str] = None  # ray: dashboard URL, e.g. http://127.0.0.1:8265
     headers: Dict[str, str] = field(default_factory=dict)  # e.g. Authorization: Bearer ...
     pass_secrets: bool = False  # resolve masked secrets into the job's env_vars
     confirm_stop: bool = False  # ask before stopping a job on Ctrl-C
-    follow_logs: bool = True
-    job_timeout_s: int = 0  # 0 = no limit
+    follow_logs: bool = True  # print the job's log lines as they come
+    job_timeout_s: int = 0  # 0 = no limit; the job is stopped when it runs longer
+    poll_interval_s: float = 1.0  # status/log polling period
+    python: Optional[str] = None  # interpreter on the cluster; None = this one (local head) or python
+    pip: List[str] = field(default_factory=list)  # extra packages for the job's runtime env
     # codeflare: KubeRay
     mode: ClusterMode = ClusterMode.raycluster
-    name: Optional[str] = None  # RayCluster name; derived from run id when unset
+    name: Optional[str] = None  # RayCluster name; derived from run id when unset; reused if it exists
     namespace: str = "default"
     image: Optional[str] = None  # required for codeflare: a Ray 2.58 image
+    image_pull_secrets: List[str] = field(default_factory=list)
     head_cpus: int = 2
     head_memory_gb: int = 8
     head_gpus: int = 0
     worker_cpus: int = 2
     worker_memory_gb: int = 8
+    gpu_resource: str = "nvidia.com/gpu"  # extended resource name for GPUs
     local_queue: Optional[str] = None  # Kueue LocalQueue
     envs: Dict[str, str] = field(default_factory=dict)
     labels: Dict[str, str] = field(default_factory=dict)
     tolerations: List[Dict[str, Any]] = field(default_factory=list)
     volumes: List[Dict[str, Any]] = field(default_factory=list)
     volume_mounts: List[Dict[str, Any]] = field(default_factory=list)
+    dashboard_url: Optional[str] = None  # None = http://<name>-head-svc.<namespace>.svc:8265
     keep: bool = False  # leave the cluster up after the run
     apply_timeout_s: int = 300
     ready_timeout_s: int = 900
     ttl_seconds_after_finished: int = 300  # rayjob mode
     auth: str = "auto"  # auto | kubeconfig | incluster | token
+    bearer_env: str = "LLMOPS_K8S_TOKEN"  # auth=token: env var holding the bearer token
+    server_env: str = "LLMOPS_K8S_SERVER"  # auth=token: env var holding the API server URL
 
 
 # --------------------------------------------------------------------------------------- dataset
