@@ -252,8 +252,11 @@ def train_loop_per_worker(config: dict) -> None:
     if ckpt is not None:
         local = work / "resume"
         ckpt.to_directory(str(local))
-        resume = str(local / RayTrainReportCallback.CHECKPOINT_NAME)
-        print(f"llmops: resuming from checkpoint {resume}", flush=True)
+        if (local / RayTrainReportCallback.CHECKPOINT_NAME / "trainer_state.json").is_file():
+            resume = str(local / RayTrainReportCallback.CHECKPOINT_NAME)
+            print(f"llmops: resuming from checkpoint {ckpt.path}", flush=True)
+        else:
+            print(f"llmops: checkpoint {ckpt.path} holds no trainer state; starting afresh", flush=True)
     t0 = time.time()
     try:
         out = trainer.train(resume_from_checkpoint=resume)
@@ -283,9 +286,15 @@ def train_loop_per_worker(config: dict) -> None:
         from llmops import export
 
         final["model_uri"] = export.save_trained(cfg, trainer.model, tokenizer, run, work / "final")
-        final_ckpt = ray.train.Checkpoint.from_directory(str(work / "final" / "hf"))
-    # the last report carries a checkpoint (the final model): Ray keeps the latest checkpoint
-    # whatever its score, and its metrics become result.metrics
+        # the last HF checkpoint again, now with the final metrics: Ray keeps the latest
+        # checkpoint whatever its score and makes its metrics result.metrics, and a rerun with a
+        # larger budget resumes from it (optimizer, scheduler and data position included)
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(args.output_dir)
+        if last is not None:
+            shutil.copytree(last, work / "final_ckpt" / RayTrainReportCallback.CHECKPOINT_NAME)
+            final_ckpt = ray.train.Checkpoint.from_directory(str(work / "final_ckpt"))
     ray.train.report(final, checkpoint=final_ckpt)
     shutil.rmtree(work, ignore_errors=True)
 

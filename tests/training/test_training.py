@@ -140,7 +140,8 @@ def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(t
 
     crash = _llmops(*args, f"hydra.run.dir={crash_dir}")
     deadline = time.time() + 300
-    while time.time() < deadline and not list((crash_dir / "checkpoints").glob("*/checkpoint_*")):
+    # a checkpoint counts once Ray registered it in its snapshot, not when its folder appears
+    while time.time() < deadline and not list((crash_dir / "checkpoints").glob("*/checkpoint_manager_snapshot.json")):
         assert crash.poll() is None, crash.stdout.read()[-4000:]
         time.sleep(0.2)
     assert _kill_train_workers(crash) >= 1
