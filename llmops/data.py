@@ -216,6 +216,11 @@ def _data_fingerprint(cfg) -> dict:
     src = _source(cfg)
     d = cfg.dataset
     if src == "hub":
+        local = Path(os.path.expanduser(str(d.name)))
+        if local.is_dir():  # load_dataset(<folder>): a local dataset, hashed by content
+            files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+            return {"hub_folder": {str(p.relative_to(local)): _hash_file(p) for p in files},
+                    "config_name": d.config_name}
         return {"hub": d.name, "config_name": d.config_name, "revision": d.revision}
     if src == "stdlib_docs":
         root = _stdlib_root()
