@@ -98,8 +98,11 @@ def test_quickstart_prepare_trains_a_tokenizer_and_caps_blocks(quickstart_prepar
     assert json.loads((Path(out["tokenizer_dir"]) / "tokenizer_config.json").read_text())[
         "tokenizer_class"] == "GPT2Tokenizer"
     assert len(tok) == 2048 and tok.model_max_length == cfg.model.n_positions
-    # the first block is the start of the first training document, tokenized by this tokenizer
-    assert tok.decode(blocks[0].tolist()) == tok.decode(tok(train[0])["input_ids"][:128])
+    # the blocks are the training documents as AutoTokenizer(tokenizer_dir) encodes them
+    ids = [i for doc in train[:20] for i in tok(doc)["input_ids"]]
+    assert blocks[:8].ravel().tolist() == ids[:8 * 128]
+    val_ids = [i for doc in val[:10] for i in tok(doc)["input_ids"]]
+    assert data.load_blocks(out["data_dir"], "validation")[:2].ravel().tolist() == val_ids[:256]
 
     # the trained tokenizer is cached by corpus + vocabulary
     trained = list((Path(cfg.paths.cache_dir) / "tokenizers").iterdir())
