@@ -355,9 +355,9 @@ def _stdlib_doc(path: Path) -> str:
     return "\n\n".join(parts) + "\n\n" if parts else ""
 
 
-def stdlib_documents(num_proc: int = 1) -> list[str]:
+def stdlib_documents(num_proc: int = 1, files: Optional[list[Path]] = None) -> list[str]:
     """One document per standard-library module with a docstring, in a fixed order."""
-    files = _stdlib_files()
+    files = _stdlib_files() if files is None else files
     if num_proc > 1:
         with _pool(num_proc) as pool:
             docs = pool.map(_stdlib_doc, files, chunksize=16)
