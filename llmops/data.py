@@ -196,8 +196,9 @@ def _stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
+# third-party code, tests, generated data (pydoc_data: a topics dump; encodings: codec tables)
 _STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
-                     "lib2to3", "ensurepip", "turtledemo"}
+                     "lib2to3", "ensurepip", "turtledemo", "pydoc_data", "encodings"}
 
 
 def _stdlib_files() -> list[Path]:
@@ -216,6 +217,11 @@ def _data_fingerprint(cfg) -> dict:
     src = _source(cfg)
     d = cfg.dataset
     if src == "hub":
+        local = Path(os.path.expanduser(str(d.name)))
+        if local.is_dir():  # load_dataset(<folder>): a local dataset, hashed by content
+            files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+            return {"hub_folder": {str(p.relative_to(local)): _hash_file(p) for p in files},
+                    "config_name": d.config_name}
         return {"hub": d.name, "config_name": d.config_name, "revision": d.revision}
     if src == "stdlib_docs":
         root = _stdlib_root()
@@ -349,9 +355,9 @@ def _stdlib_doc(path: Path) -> str:
     return "\n\n".join(parts) + "\n\n" if parts else ""
 
 
-def stdlib_documents(num_proc: int = 1) -> list[str]:
+def stdlib_documents(num_proc: int = 1, files: Optional[list[Path]] = None) -> list[str]:
     """One document per standard-library module with a docstring, in a fixed order."""
-    files = _stdlib_files()
+    files = _stdlib_files() if files is None else files
     if num_proc > 1:
         with _pool(num_proc) as pool:
             docs = pool.map(_stdlib_doc, files, chunksize=16)
@@ -784,21 +790,30 @@ def _tokenize_into_cache(cfg, parts: dict, spec: dict, t0: float) -> Path:
         if not any(rows[split]):
             raise LLMOpsError(_empty_message(cfg, split, len(rows[split])))
     t_rows = time.time()
+    tok = None
     if spec["kind"] == "train":
-        tok_dir = _trained_tokenizer_dir(cfg, parts["data"], rows["train"])
-        tok = _load_auto_tokenizer({"kind": "dir", "ref": str(tok_dir), "key": spec["key"]}, cfg)
-        copy_from: Optional[Path] = tok_dir
+        # built here with `tokenizers`: its own Rust tokenizer is used as is (no transformers
+        # import in this process); the folder saved beside it loads with AutoTokenizer as
+        # GPT2Tokenizer and encodes the same ids (tests/data/test_stdlib_and_tokenizer.py)
+        from tokenizers import Tokenizer
+
+        copy_from: Optional[Path] = _trained_tokenizer_dir(cfg, parts["data"], rows["train"])
+        backend = Tokenizer.from_file(str(copy_from / "tokenizer.json"))
+        tconf = json.loads((copy_from / "tokenizer_config.json").read_text())
+        mml, vocab_size, tok_class = int(tconf["model_max_length"]), backend.get_vocab_size(), \
+            tconf["tokenizer_class"]
     else:
         tok = _load_auto_tokenizer(spec, cfg)
         copy_from = Path(spec["ref"]) if spec["kind"] == "dir" else None
-    mml = _model_max_length(tok)
+        backend, mml, vocab_size, tok_class = tok.backend_tokenizer, _model_max_length(tok), len(tok), \
+            type(tok).__name__
     _check_context(cfg, spec, int(cfg.dataset.block_size), mml)  # before any tokenizing
     t_tok = time.time()
-    encoded = tokenize(tok.backend_tokenizer, {s: rows[s] for s in SPLITS}, int(cfg.dataset.num_proc))
+    encoded = tokenize(backend, {s: rows[s] for s in SPLITS}, int(cfg.dataset.num_proc))
     t_enc = time.time()
     meta = {"key": parts["tokens_key"], "rows": {s: len(rows[s]) for s in SPLITS},
-            "tokens": {s: int(len(encoded[s][0])) for s in SPLITS}, "vocab_size": int(len(tok)),
-            "model_max_length": mml, "tokenizer_class": type(tok).__name__,
+            "tokens": {s: int(len(encoded[s][0])) for s in SPLITS}, "vocab_size": int(vocab_size),
+            "model_max_length": mml, "tokenizer_class": tok_class,
             "fingerprint": {k: parts[k] for k in ("v", "data", "tokenizer", "rows")},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": {"rows": round(t_rows - t0, 3), "tokenizer": round(t_tok - t_rows, 3),

@@ -35,6 +35,13 @@ def _overrides(tmp_path: Path, shared_data: Path, *extra: str) -> list[str]:
             f"model.tokenizer={shared_data / 'gpt2-tokenizer'}", "dataset.block_size=256", *extra]
 
 
+def _small(cfg_of, tmp_path: Path, shared_data: Path, **extra):
+    """The small corpus with the GPT-2 tokenizer, block 256 (a copy of a once-composed config)."""
+    return cfg_of("wikitext", **{"dataset.dir": str(tmp_path / "wt"), "dataset.train_split": "train",
+                                 "dataset.eval_split": "valid", "dataset.block_size": 256,
+                                 "model.tokenizer": str(shared_data / "gpt2-tokenizer"), **extra})
+
+
 def _with(cfg, **dataset):
     c = copy.deepcopy(cfg)
     for k, v in dataset.items():
@@ -48,7 +55,7 @@ def _meta(out: dict) -> dict:
 
 def test_rerun_hits_the_cache_and_a_changed_setting_or_file_misses(compose, tmp_path, shared_data):
     _small_corpus(tmp_path, shared_data)
-    cfg = compose("gpt2-wikitext", *_overrides(tmp_path, shared_data))
+    cfg = compose("gpt2-wikitext", *_overrides(tmp_path, shared_data))  # composed as a user would
     first = data.prepare(cfg)
     assert first["cache_hit"] is False and _meta(first)["tokens_cache_hit"] is False
 
@@ -85,14 +92,14 @@ def test_rerun_hits_the_cache_and_a_changed_setting_or_file_misses(compose, tmp_
     assert changed["blocks"]["validation"] == first["blocks"]["validation"]
 
 
-def test_a_changed_tokenizer_misses_the_cache(compose, tmp_path, shared_data):
+def test_a_changed_tokenizer_misses_the_cache(cfg_of, tmp_path, shared_data):
     _small_corpus(tmp_path, shared_data)
-    first = data.prepare(compose("gpt2-wikitext", *_overrides(tmp_path, shared_data)))
+    first = data.prepare(_small(cfg_of, tmp_path, shared_data))
     tok = tmp_path / "tok"
     shutil.copytree(shared_data / "gpt2-tokenizer", tok)
     for p in tok.iterdir():
         os.chmod(p, 0o644)
-    cfg = compose("gpt2-wikitext", *_overrides(tmp_path, shared_data, f"model.tokenizer={tok}"))
+    cfg = _small(cfg_of, tmp_path, shared_data, **{"model.tokenizer": str(tok)})
     same = data.prepare(cfg)
     assert same["cache_hit"] is True  # the same files in another folder: same content, same entry
     cfg_path = tok / "tokenizer_config.json"
@@ -109,10 +116,10 @@ def _entries(cache: Path) -> list[str]:
                   for p in (cache / level).iterdir())
 
 
-def test_interrupted_prepare_leaves_no_entry_that_looks_complete(compose, tmp_path, shared_data,
+def test_interrupted_prepare_leaves_no_entry_that_looks_complete(cfg_of, tmp_path, shared_data,
                                                                  monkeypatch):
     _small_corpus(tmp_path, shared_data)
-    cfg = compose("gpt2-wikitext", *_overrides(tmp_path, shared_data))
+    cfg = _small(cfg_of, tmp_path, shared_data)
 
     def boom(src, dst):
         raise KeyboardInterrupt  # as if Ctrl-C arrived while the entry was being written
@@ -128,7 +135,7 @@ def test_interrupted_prepare_leaves_no_entry_that_looks_complete(compose, tmp_pa
 
 
 @pytest.mark.slow
-def test_killed_prepare_process_is_redone_not_reused(compose, tmp_path, shared_data):
+def test_killed_prepare_process_is_redone_not_reused(cfg_of, tmp_path, shared_data):
     """A prepare killed mid-write (SIGKILL: no clean-up) leaves only a temporary folder."""
     _small_corpus(tmp_path, shared_data)
     cache = tmp_path / "cache"
@@ -148,7 +155,7 @@ data.prepare(strip_hydra(cfg))
     assert proc.returncode == -9, proc.stderr[-2000:]
     left = _entries(cache)
     assert left and all(Path(p).name.startswith(".tmp-") for p in left), left
-    cfg = compose("gpt2-wikitext", *overrides)
+    cfg = _small(cfg_of, tmp_path, shared_data)
     key, _ = data.fingerprint(cfg)
     out = data.prepare(cfg)
     assert out["cache_hit"] is False and out["fingerprint"] == key

@@ -21,8 +21,11 @@ def stdlib_docs():
 
 def test_stdlib_corpus_is_deterministic_and_imports_nothing(stdlib_docs):
     before = set(sys.modules)
-    again = data.stdlib_documents(num_proc=2)  # other processes, same documents in the same order
-    assert again == stdlib_docs
+    files = data._stdlib_files()
+    assert data._stdlib_files() == files and len(set(files)) == len(files)  # a fixed order
+    # other processes, the same documents in the same order (on a share of the files: parsing is slow)
+    some = files[:: max(1, len(files) // 120)]
+    assert data.stdlib_documents(num_proc=2, files=some) == data.stdlib_documents(num_proc=1, files=some)
     assert len(stdlib_docs) > 300 and sum(map(len, stdlib_docs)) > 500_000
     new = set(sys.modules) - before
     assert not {"antigravity", "turtle", "tkinter", "this", "idlelib"} & new, sorted(new)
@@ -98,8 +101,11 @@ def test_quickstart_prepare_trains_a_tokenizer_and_caps_blocks(quickstart_prepar
     assert json.loads((Path(out["tokenizer_dir"]) / "tokenizer_config.json").read_text())[
         "tokenizer_class"] == "GPT2Tokenizer"
     assert len(tok) == 2048 and tok.model_max_length == cfg.model.n_positions
-    # the first block is the start of the first training document, tokenized by this tokenizer
-    assert tok.decode(blocks[0].tolist()) == tok.decode(tok(train[0])["input_ids"][:128])
+    # the blocks are the training documents as AutoTokenizer(tokenizer_dir) encodes them
+    ids = [i for doc in train[:20] for i in tok(doc)["input_ids"]]
+    assert blocks[:8].ravel().tolist() == ids[:8 * 128]
+    val_ids = [i for doc in val[:10] for i in tok(doc)["input_ids"]]
+    assert data.load_blocks(out["data_dir"], "validation")[:2].ravel().tolist() == val_ids[:256]
 
     # the trained tokenizer is cached by corpus + vocabulary
     trained = list((Path(cfg.paths.cache_dir) / "tokenizers").iterdir())
