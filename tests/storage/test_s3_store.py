@@ -459,3 +459,9 @@ def test_short_outage_is_ridden_out_by_retries(moto_s3, s3_bucket, tmp_path, cap
     assert st.last_stats.retries >= 1
     assert any("retry" in r.getMessage() for r in caplog.records)
     assert tree(st.get_dir(f"s3://{s3_bucket}/m/r/hf/", tmp_path / "dst")) == tree(src)
+
+
+def test_bucket_root_is_refused(tmp_path):
+    st = S3Store(S3Settings(bucket="bkt", endpoint_url="http://127.0.0.1:1"))
+    with pytest.raises(LLMOpsError, match="needs its own prefix"):
+        st.put_dir(model_dir(tmp_path / "src"), "s3://bkt/")
