@@ -465,3 +465,28 @@ def test_bucket_root_is_refused(tmp_path):
     st = S3Store(S3Settings(bucket="bkt", endpoint_url="http://127.0.0.1:1"))
     with pytest.raises(LLMOpsError, match="needs its own prefix"):
         st.put_dir(model_dir(tmp_path / "src"), "s3://bkt/")
+
+
+# ------------------------------------------------------------------------------------------- TLS
+def test_tls_with_ca_bundle(moto_s3_tls, tmp_path):
+    srv = moto_s3_tls
+    srv.client().create_bucket(Bucket="tls-bkt")
+    st = store_for(srv, "tls-bkt", ca_bundle=str(srv.ca_path))
+    st.put_dir(model_dir(tmp_path / "src"), "s3://tls-bkt/m/r/hf/")
+    assert tree(st.get_dir("s3://tls-bkt/m/r/hf/", tmp_path / "dst")) == tree(tmp_path / "src")
+
+
+def test_tls_unknown_ca_is_a_clear_error(moto_s3_tls, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    st = store_for(moto_s3_tls, "tls-bkt", max_attempts=1)
+    with pytest.raises(S3Error) as e:
+        st.exists("s3://tls-bkt/m/r/hf/")
+    assert "TLS verification failed" in str(e.value) and "storage.ca_bundle" in str(e.value)
+    assert "s3://tls-bkt/" in str(e.value)
+
+
+def test_tls_verify_off(moto_s3_tls, tmp_path):
+    moto_s3_tls.client().create_bucket(Bucket="tls-bkt")
+    st = store_for(moto_s3_tls, "tls-bkt", verify=False)
+    st.put_dir(model_dir(tmp_path / "src"), "s3://tls-bkt/m/r/hf/")
+    assert st.exists("s3://tls-bkt/m/r/hf/")
