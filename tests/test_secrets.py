@@ -242,3 +242,9 @@ def test_cli_run_output_and_hydra_log_have_no_secret(moto_s3, s3_bucket, upload_
     for needle in (TEST_SECRET_KEY, TEST_ACCESS_KEY, LITERAL_TOKEN, HEADER_TOKEN):
         leaks = [p for p, t in texts.items() if needle in t]
         assert not leaks, f"{needle[:6]}... found in {leaks}"
+
+
+def test_placeholders_under_secret_keys_do_not_garble_logs():
+    m = mask({"serving": {"env": {"HF_TOKEN": "none"}}})
+    assert m["serving"]["env"]["HF_TOKEN"] == MASK  # still masked where it stands
+    assert scrub("serving: none, apply: false") == "serving: none, apply: false"

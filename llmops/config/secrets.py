@@ -60,9 +60,15 @@ def remember_env(environ: Any = None) -> int:
     return n
 
 
+# placeholders that can sit under a secret-looking key but hide nothing (scrubbing them everywhere
+# would only garble logs)
+NOT_SECRET_VALUES = {"none", "null", "true", "false", "auto", "default", "disabled", "enabled",
+                     "changeme", "unset", MASK}
+
+
 def remember(value: str) -> None:
     """Scrub `value` from every log line from now on (values shorter than 4 chars are ignored)."""
-    if isinstance(value, str) and len(value) >= 4:
+    if isinstance(value, str) and len(value) >= 4 and value.lower() not in NOT_SECRET_VALUES:
         _known_secrets.add(value)
 
 

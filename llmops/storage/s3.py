@@ -433,6 +433,9 @@ class S3Store:
         if not local.is_dir():
             raise LLMOpsError(f"{local}: not a folder; nothing to upload to {uri}")
         bucket, prefix = parse_uri(uri)
+        if not prefix:
+            raise LLMOpsError(f"{uri}: a model needs its own prefix (s3://{bucket}/PREFIX/), not the bucket "
+                              "root: the upload owns its prefix and removes objects that are not part of it")
         stats = self.last_stats = TransferStats()
         manifest = build_manifest(local, workers=min(4, max(1, int(self.s.max_concurrency))))
         files = manifest["files"]

@@ -422,3 +422,71 @@ def test_empty_folder_is_not_a_model(tmp_path):
     st = S3Store(S3Settings(bucket="bkt", endpoint_url="http://127.0.0.1:1"))
     with pytest.raises(LLMOpsError, match="an empty folder is not a model"):
         st.put_dir(tmp_path / "empty", "s3://bkt/m/r/hf/")
+
+
+def test_interrupted_multipart_upload_resumes_by_part(moto_s3, s3_bucket, tmp_path):
+    """Parts already stored (matching MD5) are kept; a part whose bytes changed is sent again."""
+    src = model_dir(tmp_path / "src", big_mb=17)  # 4 parts of 5 MB (the last 2 MB)
+    path, key = src / "model.safetensors", "m/r/hf/model.safetensors"
+    data = path.read_bytes()
+    c = moto_s3.client()
+    up = c.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+    c.upload_part(Bucket=s3_bucket, Key=key, UploadId=up, PartNumber=1, Body=data[:5 * MiB])
+    c.upload_part(Bucket=s3_bucket, Key=key, UploadId=up, PartNumber=2, Body=data[5 * MiB:10 * MiB])
+    c.upload_part(Bucket=s3_bucket, Key=key, UploadId=up, PartNumber=3, Body=b"\0" * (5 * MiB))  # stale bytes
+    st = store_for(moto_s3, s3_bucket)
+    st.put_dir(src, f"s3://{s3_bucket}/m/r/hf/")
+    small = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and p != path)
+    assert st.last_stats.parts_reused == 2
+    assert st.last_stats.bytes_sent == small + len(data) - 10 * MiB
+    assert (st.get_dir(f"s3://{s3_bucket}/m/r/hf/", tmp_path / "dst") / "model.safetensors").read_bytes() == data
+    assert not c.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_short_outage_is_ridden_out_by_retries(moto_s3, s3_bucket, tmp_path, caplog):
+    """The endpoint disappears for a moment mid-upload: requests are retried and the upload completes."""
+    src = model_dir(tmp_path / "src", big_mb=16, n_small=20)
+    st = store_for(moto_s3, s3_bucket, max_concurrency=2, max_attempts=8, retry_base_s=0.2)
+    caplog.set_level(logging.WARNING, logger="llmops")
+    t, box = _run_in_thread(lambda: st.put_dir(src, f"s3://{s3_bucket}/m/r/hf/"))
+    while st.last_stats.bytes_sent < 5 * MiB and t.is_alive():
+        time.sleep(0.005)
+    moto_s3.stop()
+    time.sleep(1.0)
+    moto_s3.start()
+    t.join(120)
+    assert "error" not in box, box.get("error")
+    assert st.last_stats.retries >= 1
+    assert any("retry" in r.getMessage() for r in caplog.records)
+    assert tree(st.get_dir(f"s3://{s3_bucket}/m/r/hf/", tmp_path / "dst")) == tree(src)
+
+
+def test_bucket_root_is_refused(tmp_path):
+    st = S3Store(S3Settings(bucket="bkt", endpoint_url="http://127.0.0.1:1"))
+    with pytest.raises(LLMOpsError, match="needs its own prefix"):
+        st.put_dir(model_dir(tmp_path / "src"), "s3://bkt/")
+
+
+# ------------------------------------------------------------------------------------------- TLS
+def test_tls_with_ca_bundle(moto_s3_tls, tmp_path):
+    srv = moto_s3_tls
+    srv.client().create_bucket(Bucket="tls-bkt")
+    st = store_for(srv, "tls-bkt", ca_bundle=str(srv.ca_path))
+    st.put_dir(model_dir(tmp_path / "src"), "s3://tls-bkt/m/r/hf/")
+    assert tree(st.get_dir("s3://tls-bkt/m/r/hf/", tmp_path / "dst")) == tree(tmp_path / "src")
+
+
+def test_tls_unknown_ca_is_a_clear_error(moto_s3_tls, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    st = store_for(moto_s3_tls, "tls-bkt", max_attempts=1)
+    with pytest.raises(S3Error) as e:
+        st.exists("s3://tls-bkt/m/r/hf/")
+    assert "TLS verification failed" in str(e.value) and "storage.ca_bundle" in str(e.value)
+    assert "s3://tls-bkt/" in str(e.value)
+
+
+def test_tls_verify_off(moto_s3_tls, tmp_path):
+    moto_s3_tls.client().create_bucket(Bucket="tls-bkt")
+    st = store_for(moto_s3_tls, "tls-bkt", verify=False)
+    st.put_dir(model_dir(tmp_path / "src"), "s3://tls-bkt/m/r/hf/")
+    assert st.exists("s3://tls-bkt/m/r/hf/")

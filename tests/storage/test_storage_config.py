@@ -167,3 +167,14 @@ def test_ray_storage_s3_verify_off_is_refused(compose, tmp_path, monkeypatch):
     cfg = compose("quickstart", *s3_overrides(), "storage.verify=false")
     with pytest.raises(LLMOpsError, match="storage.verify=false.*storage.ca_bundle"):
         ray_storage(cfg, tmp_path, "r")
+
+
+def test_ray_storage_s3_over_tls_with_ca_bundle(compose, moto_s3_tls, tmp_path):
+    srv = moto_s3_tls
+    srv.client().create_bucket(Bucket="tls-ckpt")
+    cfg = compose("quickstart", *s3_overrides(srv.endpoint, "tls-ckpt"), f"storage.ca_bundle={srv.ca_path}")
+    path, fs = ray_storage(cfg, tmp_path / "run", "run-tls")
+    with fs.open_output_stream(f"{path}/checkpoint_000001/state.pt") as f:
+        f.write(b"state")
+    got = srv.client().get_object(Bucket="tls-ckpt", Key="models/run-tls/checkpoints/checkpoint_000001/state.pt")
+    assert got["Body"].read() == b"state"
