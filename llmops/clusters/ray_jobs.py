@@ -227,13 +227,16 @@ def submit_and_follow(client, cfg, ctx, *, address: str, entrypoint: str, runtim
     last_status, offset, logs = None, 0, ""
     try:
         while True:
-            status = str(getattr(client.get_job_status(job_id), "value", ""))
+            try:
+                status = str(getattr(client.get_job_status(job_id), "value", ""))
+                logs = client.get_job_logs(job_id)
+            except Exception as e:  # the cluster went away or refused us mid-run
+                raise _client_error(e, address, key) from None
             if status != last_status:
                 log.info("ray job %s: %s", job_id, status)
                 echo(f"[llmops] ray job {job_id}: {status} ({time.time() - t0:.1f} s)")
                 on_event(status, time.time())
                 last_status = status
-            logs = client.get_job_logs(job_id)
             if len(logs) > offset:
                 if c.follow_logs:
                     for line in logs[offset:].splitlines():
