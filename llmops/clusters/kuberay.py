@@ -97,8 +97,23 @@ def _gb(n: int) -> str:
     return f"{int(n)}G"
 
 
+def _import_sdk() -> None:
+    """Import codeflare_sdk without letting it reconfigure logging (it calls basicConfig(INFO))."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    import codeflare_sdk  # noqa: F401
+
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+
+
 def cluster_configuration(cfg, name: str):
     """A codeflare_sdk ClusterConfiguration for `cfg.cluster` (no API call)."""
+    _import_sdk()
     from codeflare_sdk.ray.cluster.config import ClusterConfiguration
     from kubernetes.client import V1Toleration
 
@@ -158,6 +173,7 @@ def _sanitize(obj: Any) -> Any:
 
 def ray_cluster_spec(cfg, name: str, *, for_job: bool = False) -> dict:
     """The RayCluster `spec` (the SDK's builder, then sanitized to plain JSON types)."""
+    _import_sdk()
     from codeflare_sdk.ray.rayjobs.config import build_ray_cluster_spec
 
     spec = _sanitize(build_ray_cluster_spec(cluster_configuration(cfg, name), name))

@@ -32,6 +32,7 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _ENV_NAME = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 TAIL_LINES = 25
+LOCAL_PATHS = [("paths", "output_root"), ("paths", "cache_dir"), ("storage", "root")]
 
 
 # ---------------------------------------------------------------------------------------- payload
@@ -84,7 +85,13 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
                     else leaf(node._get_node(i), f"{path}.{i}", key) for i in range(len(node))]
         return node
 
-    return walk(cfg, ""), env
+    out = walk(cfg, "")
+    # a relative local path means "here" to the user: make it absolute before it travels
+    for group, key in LOCAL_PATHS:
+        v = out.get(group, {}).get(key)
+        if isinstance(v, str) and v and "://" not in v and "${" not in v and not v.startswith("~"):
+            out[group][key] = str(Path(v).resolve())
+    return out, env
 
 
 def run_info(cfg, ctx) -> dict:
@@ -220,13 +227,16 @@ def submit_and_follow(client, cfg, ctx, *, address: str, entrypoint: str, runtim
     last_status, offset, logs = None, 0, ""
     try:
         while True:
-            status = str(getattr(client.get_job_status(job_id), "value", ""))
+            try:
+                status = str(getattr(client.get_job_status(job_id), "value", ""))
+                logs = client.get_job_logs(job_id)
+            except Exception as e:  # the cluster went away or refused us mid-run
+                raise _client_error(e, address, key) from None
             if status != last_status:
                 log.info("ray job %s: %s", job_id, status)
                 echo(f"[llmops] ray job {job_id}: {status} ({time.time() - t0:.1f} s)")
                 on_event(status, time.time())
                 last_status = status
-            logs = client.get_job_logs(job_id)
             if len(logs) > offset:
                 if c.follow_logs:
                     for line in logs[offset:].splitlines():

@@ -228,3 +228,13 @@ def test_real_training_through_the_engine_on_a_real_head(ray_head, compose, tmp_
     assert train["outputs"]["checkpoint_uri"]
     payload = json.loads((tmp_path / "run" / "train" / "job" / "payload.json").read_text())
     assert payload["callable"] == "llmops.training:fit"
+
+
+def test_relative_local_paths_travel_absolute(compose, tmp_path, monkeypatch):
+    """A job's working dir is not the submitter's: `outputs/models` must mean the same folder."""
+    from llmops.clusters.ray_jobs import job_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose("quickstart", "cluster=ray", "storage.root=models/here")
+    container, _ = job_config(cfg, pass_secrets=False)
+    assert container["storage"]["root"] == str(tmp_path / "models" / "here")
