@@ -59,9 +59,7 @@ def _local(cfg: DictConfig, ctx) -> dict:
         raise LLMOpsError("smoke_test: the export stage recorded no model_uri")
     name = server.served_name(ctx.run_dir, ctx.state.data if ctx.state else {"run_id": ctx.run_id})
     with tempfile.TemporaryDirectory(prefix="llmops-smoke-") as tmp:
-        from llmops.storage import get_store
-
-        folder = Path(get_store(cfg).get_dir(str(model_uri), Path(tmp)))
+        folder = server.local_model_dir(cfg, str(model_uri), Path(tmp))
         model = server.LocalModel(folder)
         with server.BackgroundServer(model, name) as url:
             return client.complete(url, str(cfg.smoke_test.prompt), api="openai",

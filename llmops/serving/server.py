@@ -238,7 +238,7 @@ def served_name(run_dir: Path, state: Optional[dict] = None) -> str:
 
 def local_model_dir(cfg, model_uri: str, tmp: Path) -> Path:
     """A local folder holding the exported HF model at `model_uri` (verified by its manifest)."""
-    if cfg is None and str(model_uri).startswith("file://"):
+    if str(model_uri).startswith("file://"):  # a local folder whatever storage the run used
         from llmops.storage.local import LocalStore
 
         return Path(LocalStore().get_dir(model_uri, tmp))

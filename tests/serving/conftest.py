@@ -100,3 +100,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    """The stand-in API server on 127.0.0.1, with KUBECONFIG pointing at it. Strict field
+    validation there uses the same CRD schemas (unknown fields -> 400 like the API server)."""
+    from llmops.serving import validate
+    from tests.serving.kube_standin import StandIn
+
+    s = StandIn().start()
+    s.strict_validator = lambda obj: [p.split(": ", 1)[1] for p in validate.problems(obj)
+                                      if "was unexpected" in p]
+    monkeypatch.setenv("KUBECONFIG", s.kubeconfig(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASTANDIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "standin-secret-value-1234")
+    yield s
+    s.stop()
