@@ -10,7 +10,8 @@ import pytest
 
 from llmops import smoke, storage
 from llmops.errors import LLMOpsError
-from llmops.serving import deploy, kube
+from llmops.serving import deploy
+from llmops.serving import kube as kube_api
 from tests.serving.conftest import RUN_ID, make_ctx
 
 FAST = ("serving.apply=true", "serving.poll_interval_s=0.01", "serving.namespace=team-a",
@@ -113,12 +114,12 @@ def test_strict_field_validation_on_the_server(kube, serving_cfg, tmp_path):
     cfg = serving_cfg("vllm", *FAST)
     isvc = deploy.plan(cfg, _ctx(cfg, tmp_path / "run"))["objects"][-1]
     isvc["spec"]["predictor"]["model"]["storageURI"] = "s3://typo/"
-    core, custom = kube.clients()
-    kube.apply_one(core, custom, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    core, custom = kube_api.clients()
+    kube_api.apply_one(core, custom, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
     with pytest.raises(LLMOpsError, match=r"apply InferenceService/quickstart-20260101-000000 in team-a: the "
                                           r"API server answered 400 Bad Request: strict decoding error: "
                                           r"unknown field .*'storageURI' was unexpected"):
-        kube.apply_one(core, custom, isvc)
+        kube_api.apply_one(core, custom, isvc)
 
 
 def test_missing_credentials_stop_before_anything_is_applied(kube, serving_cfg, tmp_path, monkeypatch):
@@ -179,5 +180,5 @@ def test_keep_false_without_smoke_test_deletes_in_deploy(kube, serving_cfg, tmp_
 def test_undeploy_of_a_run_that_applied_nothing(tmp_path, capsys):
     (tmp_path / "state.json").write_text(json.dumps({"run_id": RUN_ID, "stages": {
         "deploy": {"status": "done", "outputs": {"manifests": [], "applied": False}}}}))
-    assert kube.undeploy_command(tmp_path) == 0
+    assert kube_api.undeploy_command(tmp_path) == 0
     assert "applied nothing" in capsys.readouterr().out
