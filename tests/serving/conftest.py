@@ -60,3 +60,60 @@ def make_ctx(run_dir: Path, cfg, export_outputs: dict, *, stages_done=("export",
     (run_dir / "state.json").write_text(json.dumps(data))
     state = State.load(run_dir, str(cfg.run_id), str(cfg.recipe))
     return RunContext(run_dir=run_dir, run_id=str(cfg.run_id), recipe=str(cfg.recipe), state=state)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random tiny GPT-2 (2 layers, 64 wide) with the real GPT-2 tokenizer, saved as an export
+    would save it (safetensors, tokenizer_config naming GPT2Tokenizer)."""
+    import shutil
+
+    tok_src = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpt2-tokenizer"
+    if not tok_src.is_dir():
+        pytest.skip(f"{tok_src} is absent: the GPT-2 tokenizer is needed")
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256))
+    model.save_pretrained(out, safe_serialization=True)
+    for f in tok_src.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture
+def exported(tiny_model_dir, tmp_path) -> str:
+    """The tiny model put in local storage (manifest written last); returns its file:// URI."""
+    from llmops.storage.local import LocalStore
+
+    uri = (tmp_path / "models" / RUN_ID / "hf").as_uri() + "/"
+    LocalStore().put_dir(tiny_model_dir, uri)
+    return uri
+
+
+@pytest.fixture
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    """The stand-in API server on 127.0.0.1, with KUBECONFIG pointing at it. Strict field
+    validation there uses the same CRD schemas (unknown fields -> 400 like the API server)."""
+    from llmops.serving import validate
+    from tests.serving.kube_standin import StandIn
+
+    s = StandIn().start()
+    s.strict_validator = lambda obj: [p.split(": ", 1)[1] for p in validate.problems(obj)
+                                      if "was unexpected" in p]
+    monkeypatch.setenv("KUBECONFIG", s.kubeconfig(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASTANDIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "standin-secret-value-1234")
+    yield s
+    s.stop()
