@@ -349,3 +349,15 @@ def register() -> None:
     for group, node in GROUPS.items():
         cs.store(group=group, name=SCHEMA_NAME, node=node)
     _registered = True
+
+
+def typed(plain: dict):
+    """A typed, struct-mode config from a plain resolved dict (e.g. one shipped to a worker)."""
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.structured(LLMOpsConfig)
+    for g, cls in GROUPS.items():
+        root[g] = OmegaConf.structured(cls)
+    merged = OmegaConf.merge(root, {k: v for k, v in plain.items() if k != "hydra"})
+    OmegaConf.set_struct(merged, True)
+    return merged

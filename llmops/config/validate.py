@@ -113,7 +113,7 @@ def validate(cfg: DictConfig, source: Any = None) -> None:
     c.check("training.epochs", lambda v: v > 0 or c.get("training.max_steps") > 0,
             "epochs > 0 (or training.max_steps > 0)")
     c.check("training.max_steps", lambda v: v == -1 or v > 0, "-1 (use epochs) or a positive step count")
-    c.check("training.warmup_ratio", lambda v: 0.0 <= v <= 1.0, "a ratio in [0, 1]")
+    c.check("training.warmup_ratio", lambda v: 0.0 <= v < 1.0, "a ratio in [0, 1)")
     c.check("training.weight_decay", lambda v: v >= 0, "a value >= 0")
     c.check("training.max_grad_norm", lambda v: v >= 0, "a value >= 0")
     c.check("training.lora.dropout", lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")

@@ -72,3 +72,28 @@ def serving_uri(cfg: DictConfig, uri: str) -> str:
 
         return to_pvc_uri(uri, cfg.storage.mount_path, cfg.storage.pvc_name)
     return uri
+
+
+def ray_storage(cfg: DictConfig, run_dir, run_id: str):
+    """(storage_path, storage_filesystem) for Ray Train checkpoints of this run."""
+    from pathlib import Path
+
+    kind = cfg.storage.kind.value
+    if kind == "local":
+        return str(Path(run_dir) / "checkpoints"), None
+    if kind == "pvc":
+        return str(Path(str(cfg.storage.mount_path)).expanduser().resolve() / run_id / "checkpoints"), None
+    from llmops.storage.s3 import ray_storage as s3_ray_storage
+
+    return s3_ray_storage(cfg, run_id)
+
+
+def store_for_uri(cfg: DictConfig, uri: str) -> Store:
+    """The store that can read `uri` (file:// or a plain path: local; s3://: S3)."""
+    if uri.startswith("s3://"):
+        from llmops.storage.s3 import S3Store
+
+        return S3Store.from_config(cfg.storage)
+    from llmops.storage.local import LocalStore
+
+    return LocalStore()

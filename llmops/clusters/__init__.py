@@ -1,0 +1,49 @@
+"""Cluster backends: where the train stage runs. One `ClusterBackend` per cluster kind.
+
+    class ClusterBackend(Protocol):
+        def plan(self, cfg, ctx) -> dict: ...        # what it would create; no side effects
+        def __enter__(self) -> "ClusterBackend": ...  # bring up or connect
+        def run_training(self, cfg, ctx) -> dict: ... # the train stage's outputs
+        def __exit__(self, *exc) -> None: ...         # take down what it brought up
+
+The training code (`llmops.training.fit`) is the same for all of them; only where it runs differs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from omegaconf import DictConfig
+
+
+class ClusterBackend(Protocol):
+    def plan(self, cfg: DictConfig, ctx) -> dict: ...
+
+    def __enter__(self) -> "ClusterBackend": ...
+
+    def run_training(self, cfg: DictConfig, ctx) -> dict: ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+def get_backend(cfg: DictConfig) -> ClusterBackend:
+    kind = str(getattr(cfg.cluster.kind, "value", cfg.cluster.kind))
+    if kind == "local":
+        from llmops.clusters.local import LocalBackend
+
+        return LocalBackend(cfg)
+    if kind == "ray":
+        from llmops.clusters.ray_jobs import RayJobsBackend
+
+        return RayJobsBackend(cfg)
+    if kind == "codeflare":
+        from llmops.clusters.codeflare import CodeflareBackend
+
+        return CodeflareBackend(cfg)
+    raise ValueError(f"cluster.kind: unknown kind {kind!r}")
+
+
+def training_run(cfg: DictConfig, ctx) -> dict:
+    """What `llmops.training.fit` needs to know about the run, as plain data."""
+    return {"run_id": ctx.run_id, "run_dir": str(ctx.run_dir), "data": ctx.outputs("prepare_data"),
+            "provenance": ctx.extra.get("provenance")}

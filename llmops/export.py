@@ -1,0 +1,148 @@
+"""Export: the trained model as safetensors with its tokenizer (HF layout), the LoRA adapter when
+asked, and the Caikit layout (config.yml + artifacts/) side by side under the run's prefix.
+
+`save_trained` runs on the rank-0 training worker, so the model goes from wherever training ran
+straight to the configured store. The `export` stage then builds the Caikit layout from the stored
+HF export (verified against its manifest) and records the URIs the serving stage reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from llmops import storage
+from llmops.errors import LLMOpsError
+
+PROVENANCE_FILE = "llmops-provenance.json"
+CAIKIT_MODULE_ID = "f9181353-4ccf-4572-bd1e-f12bcda26792"
+CAIKIT_MODULE_CLASS = "caikit_nlp.modules.text_generation.text_generation_local.TextGeneration"
+
+
+def _enum(v: Any) -> str:
+    return str(getattr(v, "value", v))
+
+
+def fix_tokenizer_config(folder: Path, model_type: str) -> None:
+    """Serving images run transformers 4.x: name a tokenizer class they know."""
+    p = folder / "tokenizer_config.json"
+    if not p.is_file():
+        return
+    tc = json.loads(p.read_text())
+    if model_type == "gpt2":
+        tc["tokenizer_class"] = "GPT2Tokenizer"
+    p.write_text(json.dumps(tc, indent=2))
+
+
+def save_hf(model, tokenizer, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    fix_tokenizer_config(out, getattr(model.config, "model_type", ""))
+
+
+def save_trained(cfg: DictConfig, model, tokenizer, run: dict, work: Path) -> str:
+    """On rank 0: merge LoRA, save HF layout (+ adapter) and put it in the store. Returns its URI."""
+    uris = storage.model_uris(cfg, run["run_id"])
+    store = storage.get_store(cfg)
+    work = Path(work)
+    model = getattr(model, "module", model)  # unwrap DDP
+    if _enum(cfg.training.method) == "lora":
+        if cfg.training.lora.keep_adapter:
+            model.save_pretrained(str(work / "adapter"))
+            tokenizer.save_pretrained(str(work / "adapter"))
+            _write_provenance(work / "adapter", run)
+            store.put_dir(work / "adapter", uris["adapter"])
+        model = model.merge_and_unload()
+    save_hf(model, tokenizer, work / "hf")
+    _write_provenance(work / "hf", run)
+    store.put_dir(work / "hf", uris["hf"])
+    return uris["hf"]
+
+
+def _write_provenance(folder: Path, run: dict) -> None:
+    prov = run.get("provenance")
+    if prov:
+        (folder / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2, default=str))
+
+
+def caikit_config(hf_dir: Path) -> str:
+    """config.yml of the Caikit text-generation module (REFERENCE.md section 6)."""
+    import yaml
+
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    tc = {}
+    if (hf_dir / "tokenizer_config.json").is_file():
+        tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
+    eos = tc.get("eos_token")
+    if isinstance(eos, dict):
+        eos = eos.get("content")
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    data = {
+        "module_id": CAIKIT_MODULE_ID,
+        "module_class": CAIKIT_MODULE_CLASS,
+        "name": "Text Generation",
+        "version": "0.1.0",
+        "artifact_path": "artifacts",
+        "eos_token": eos or "<|endoftext|>",
+        "torch_dtype": str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32"),
+        "created": now,
+        "saved": now,
+        "tracking_id": str(uuid.uuid4()),
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def build_caikit(hf_dir: Path, out: Path) -> Path:
+    """out/config.yml + out/artifacts/<HF files>."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(hf_dir, out / "artifacts",
+                    ignore=shutil.ignore_patterns(storage.MANIFEST))
+    (out / "config.yml").write_text(caikit_config(hf_dir))
+    return out
+
+
+def plan(cfg: DictConfig, ctx) -> dict:
+    uris = storage.model_uris(cfg, ctx.run_id)
+    out = {"model_uri": uris["hf"], "caikit_uri": uris["caikit"],
+           "writes": ["HF layout: config.json, model.safetensors, tokenizer files, "
+                      f"{PROVENANCE_FILE}, {storage.MANIFEST} (last)",
+                      "Caikit layout: config.yml + artifacts/ (the HF files)"]}
+    if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
+        out["adapter_uri"] = uris["adapter"]
+    return out
+
+
+def export(cfg: DictConfig, ctx) -> dict:
+    """The export stage: verify the stored HF model, write the Caikit layout beside it."""
+    train = ctx.outputs("train")
+    src_uri = train.get("model_uri")
+    if not src_uri:
+        raise LLMOpsError("the train stage recorded no model_uri; rerun stages=[train,export]")
+    uris = storage.model_uris(cfg, ctx.run_id)
+    store = storage.get_store(cfg)
+    with tempfile.TemporaryDirectory(prefix="llmops-export-") as tmp:
+        tmp = Path(tmp)
+        src_store = storage.store_for_uri(cfg, src_uri)
+        hf_local = Path(src_store.get_dir(src_uri, tmp / "hf"))  # verifies the manifest
+        if src_uri != uris["hf"]:  # storage changed since training: copy into this run's prefix
+            store.put_dir(hf_local, uris["hf"])
+        prov = ctx.extra.get("provenance")
+        caikit_dir = build_caikit(hf_local, tmp / "caikit")
+        if prov:
+            (caikit_dir / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2, default=str))
+        manifest = store.put_dir(caikit_dir, uris["caikit"])
+    out = {"model_uri": uris["hf"], "caikit_uri": uris["caikit"],
+           "files": len(manifest["files"]),
+           "bytes": sum(f["size"] for f in manifest["files"].values())}
+    if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
+        out["adapter_uri"] = uris["adapter"]
+    return out
