@@ -178,12 +178,21 @@ def _check_value(root: DictConfig, key: str, value: Any) -> Optional[str]:
                 return f"unknown key '{key}'{_did_you_mean(key, siblings)}"
             return None
         node = node._get_node(part)
+    from omegaconf import ValueNode
+
+    if isinstance(node, ValueNode):
+        if isinstance(value, str) and "${" in value:
+            return None  # an interpolation: checked once composed
+        try:
+            node.validate_and_convert(value)
+        except Exception as e:  # omegaconf.ValidationError and friends
+            return f"key '{key}': {str(e).splitlines()[0]}"
+        return None
     try:
-        typed = _typed_root()
-        OmegaConf.update(typed, key, value, merge=True)
-    except Exception as e:  # omegaconf.ValidationError and friends
-        msg = str(e).split("\n")[0]
-        return f"key '{key}': {msg}"
+        probe = _typed_root()
+        OmegaConf.update(probe, key, value, merge=True)
+    except Exception as e:
+        return f"key '{key}': {str(e).splitlines()[0]}"
     return None
 
 
@@ -193,6 +202,12 @@ def _is_open_dict(node: DictConfig) -> bool:
         return node._metadata.key_type is str and node._metadata.object_type in (dict, None)
     except AttributeError:
         return False
+
+
+def _is_new_mapping_key(root: DictConfig, key: str) -> bool:
+    parent, _, last = key.rpartition(".")
+    node = OmegaConf.select(root, parent) if parent else root
+    return isinstance(node, DictConfig) and _is_open_dict(node) and last not in node
 
 
 @dataclass
@@ -319,6 +334,10 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
                     choices[group] = v
             continue
         override_keys[key] = o.input_line
+        if not (o.is_add() or o.is_force_add()) and _is_new_mapping_key(typed, key):
+            problems.append(f"{CMDLINE}: '{o.input_line}': '{key}' is a new key in a mapping; "
+                            f"add it with '+{o.input_line}'")
+            continue
         for v in values:
             why = _check_value(typed, key, v)
             if why:

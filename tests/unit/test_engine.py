@@ -1,0 +1,113 @@
+"""The stage line: state.json contract, skip on unchanged inputs, failure handling, provenance.
+
+The engine is real; the five stages are replaced by recording functions so that the rerun logic
+is tested without training (the end-to-end tests run the real stages)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmops import engine
+from llmops.errors import StageError
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    engine._load_stages()
+    calls: list[str] = []
+    fail = set()
+
+    def make(name):
+        def run(cfg, ctx):
+            calls.append(name)
+            if name in fail:
+                raise RuntimeError(f"{name} broke")
+            for need in engine.STAGES[name].needs:
+                ctx.outputs(need)  # raises when the upstream stage did not finish
+            return {"by": name, "lr": cfg.training.lr}
+        return run
+
+    for name, d in list(engine.STAGES.items()):
+        monkeypatch.setitem(engine.STAGES, name, engine.StageDef(
+            name=name, run=make(name), plan=d.plan, inputs=d.inputs, needs=d.needs, describe=d.describe))
+    return calls, fail
+
+
+def _state(run_dir):
+    return json.loads((run_dir / "state.json").read_text())
+
+
+def test_state_contract_and_skip_on_rerun(compose, tmp_path, recorder):
+    calls, _ = recorder
+    cfg = compose("quickstart")
+    run_dir = tmp_path / "run"
+    engine.run(cfg, run_dir)
+    st = _state(run_dir)
+    assert set(st) >= {"run_id", "recipe", "stages"} and st["recipe"] == "quickstart"
+    assert [s for s in st["stages"]] == ["prepare_data", "train", "export", "deploy", "smoke_test"]
+    for name, s in st["stages"].items():
+        assert s["status"] == "done" and len(s["fingerprint"]) == 16 and s["outputs"]["by"] == name
+    assert calls == ["prepare_data", "train", "export", "deploy", "smoke_test"]
+
+    calls.clear()
+    engine.run(compose("quickstart"), run_dir)  # same inputs: nothing reruns, run id is kept
+    assert calls == []
+    assert _state(run_dir)["run_id"] == st["run_id"]
+
+    engine.run(compose("quickstart", "training.lr=3e-4"), run_dir)  # train and downstream rerun
+    assert calls == ["train", "export", "deploy", "smoke_test"]
+    assert _state(run_dir)["stages"]["train"]["outputs"]["lr"] == 3e-4
+
+
+def test_stage_selection_and_missing_upstream(compose, tmp_path, recorder):
+    calls, _ = recorder
+    run_dir = tmp_path / "run"
+    engine.run(compose("quickstart", "stages=[prepare_data]"), run_dir)
+    st = _state(run_dir)["stages"]
+    assert st["prepare_data"]["status"] == "done" and st["train"]["status"] == "skipped"
+    with pytest.raises(StageError, match="stage 'export'.*'train' has not finished"):
+        engine.run(compose("quickstart", "stages=[export]"), run_dir)
+
+
+def test_failure_records_stage_and_keeps_earlier_outputs(compose, tmp_path, recorder):
+    calls, fail = recorder
+    fail.add("export")
+    run_dir = tmp_path / "run"
+    with pytest.raises(StageError, match="stage 'export' failed: RuntimeError: export broke"):
+        engine.run(compose("quickstart"), run_dir)
+    st = _state(run_dir)["stages"]
+    assert st["train"]["status"] == "done" and st["train"]["outputs"]["by"] == "train"
+    assert st["export"]["status"] == "failed" and "export broke" in st["export"]["error"]
+    assert st["deploy"]["status"] == "pending"
+    assert (run_dir / "export.error.txt").is_file()
+    fail.clear()
+    calls.clear()
+    engine.run(compose("quickstart"), run_dir)  # the rerun redoes only what did not finish
+    assert calls == ["export", "deploy", "smoke_test"]
+
+
+def test_provenance_and_saved_config_are_masked(compose, tmp_path, recorder, monkeypatch):
+    monkeypatch.setenv("LLMOPS_TEST_TOKEN", "tok-SECRET-123456")
+    with pytest.raises(Exception, match=r"add it with '\+cluster.headers.Authorization"):
+        compose("quickstart", "cluster.headers.Authorization=Bearer x")
+    cfg = compose("quickstart", "+cluster.headers.Authorization=Bearer hunter2-SECRET",
+                  "+cluster.envs.HF_TOKEN=${oc.env:LLMOPS_TEST_TOKEN}")
+    run_dir = tmp_path / "run"
+    engine.run(cfg, run_dir, overrides=["+cluster.headers.Authorization=Bearer hunter2-SECRET"])
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["versions"]["python"] and prov["recipe"] == "quickstart"
+    assert prov["config"]["training"]["lr"] == cfg.training.lr
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            text = f.read_text(errors="replace")
+            assert "hunter2-SECRET" not in text and "tok-SECRET-123456" not in text, f
+    assert "***" in (run_dir / "config.yaml").read_text()
+
+
+def test_plan_has_no_side_effects(compose, tmp_path):
+    cfg = compose("quickstart")
+    steps = engine.plan(cfg, tmp_path / "planned")
+    assert [s["stage"] for s in steps] == ["prepare_data", "train", "export", "deploy", "smoke_test"]
+    assert not (tmp_path / "planned").exists()
