@@ -50,6 +50,11 @@ class SweepCallback(_Callback):
     """Records each multirun job's outcome and writes the summary at the end of the sweep."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        # the sweep directory exists before the sweeper starts (optuna's sqlite study lives there)
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        storage = OmegaConf_select(config, "hydra.sweeper.storage")
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         _current.clear()
         _current.update({"dir": str(config.hydra.sweep.dir), "failed": [], "done": False,
                          "t0": time.time(), "sweep": _sweep_opts(config)})
@@ -83,6 +88,15 @@ class SweepCallback(_Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         finish()
+
+
+def OmegaConf_select(config, key: str):
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(config, key)
+    except Exception:
+        return None
 
 
 def _is_multirun(config) -> bool:
