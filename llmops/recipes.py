@@ -248,7 +248,9 @@ def cmd_show(args) -> int:
     print(f"# recipe {args.name}: {where}")
     print(f"# options: {', '.join(f'{k}={v}' for k, v in choices.items())}")
     print(f"# recipe hash: {recipe_hash(path)}; composed and secrets masked")
-    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")
     return 0
 
 
