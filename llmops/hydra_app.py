@@ -56,11 +56,16 @@ def main(recipe: Path, flags: list[str], overrides: list[str]) -> int:
 
     old = sys.argv
     sys.argv = argv
+    multirun = any(f in ("-m", "--multirun") for f in flags)
     try:
         _task()
+    except SystemExit as e:  # Hydra ends a sweep with a failed job this way
+        if not multirun:
+            raise
+        state["rc"] = e.code if isinstance(e.code, int) and e.code else 1
     finally:
         sys.argv = old
-        if any(f in ("-m", "--multirun") for f in flags):
+        if multirun:
             from llmops import sweeps
 
             sweeps.finish()  # the summary, also when the sweep ended in an error

@@ -79,6 +79,7 @@ class SweepCallback(_Callback):
             "error": _error_text(err) if failed else None,
             "seconds": round(time.time() - t0, 2),
             "result": None if failed else _jsonable(job_return._return_value),
+            "started": t0, "ended": time.time(), "launcher": "in-process",
         }
         if failed and isinstance(err, NotRun):
             rec["status"] = "not run"

@@ -69,6 +69,8 @@ class _Job:
     error: str = ""
     seconds: float = 0.0
     result: Any = None
+    started: Optional[float] = None
+    ended: Optional[float] = None
 
 
 def _run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int) -> dict:
@@ -89,7 +91,8 @@ def _run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int) -
                         p.wait(30)
                     except subprocess.TimeoutExpired:
                         os.killpg(p.pid, signal.SIGKILL)
-                    return {"rc": 124, "seconds": time.time() - t0, "timeout": True}
+                    return {"rc": 124, "seconds": time.time() - t0, "timeout": True,
+                            "started": t0, "ended": time.time()}
                 time.sleep(0.2)
         except BaseException:  # cancelled or interrupted: take the job (and its Ray) down with us
             try:
@@ -101,7 +104,8 @@ def _run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int) -
                 except Exception:
                     pass
             raise
-    return {"rc": p.returncode, "seconds": time.time() - t0, "timeout": False}
+    return {"rc": p.returncode, "seconds": time.time() - t0, "timeout": False,
+            "started": t0, "ended": time.time()}
 
 
 def _child_env() -> dict:
@@ -321,6 +325,7 @@ class RayLauncher(Launcher):
         import json
 
         j.seconds = round(float(out.get("seconds", 0.0)), 2)
+        j.started, j.ended = out.get("started"), out.get("ended")
         state = {}
         try:
             state = json.loads((j.job_dir / "state.json").read_text())
@@ -347,6 +352,7 @@ class RayLauncher(Launcher):
         sweeps.write_job_record(j.job_dir, {
             "num": j.idx, "overrides": j.overrides, "status": j.status, "error": j.error or None,
             "seconds": j.seconds, "result": j.result, "cpus": j.cpus, "launcher": "ray",
+            "started": j.started, "ended": j.ended,
         })
         if j.status == "failed":
             sweeps.note_failure(j.idx)
