@@ -96,6 +96,7 @@ class DatasetConfig:
     source: DatasetSource = MISSING
     name: Optional[str] = None  # hub id, e.g. wikitext
     config_name: Optional[str] = None  # hub config, e.g. wikitext-2-raw-v1
+    revision: Optional[str] = None  # hub dataset revision (branch, tag or commit); null = main
     dir: Optional[str] = None  # folder for wikitext_raw
     train_files: List[str] = field(default_factory=list)
     eval_files: List[str] = field(default_factory=list)

@@ -145,7 +145,7 @@ def validate(cfg: DictConfig, source: Any = None) -> None:
             if not Path(ref).expanduser().is_dir():
                 c.add(key, "an existing local folder (or an HF hub id)")
 
-    # dataset
+    # ---- dataset (llmops.data) ----
     src = str(c.get("dataset.source").value if hasattr(c.get("dataset.source"), "value") else c.get("dataset.source"))
     if src == "hub" and not c.get("dataset.name"):
         c.add("dataset.name", "a hub dataset id for dataset.source=hub")
@@ -166,6 +166,9 @@ def validate(cfg: DictConfig, source: Any = None) -> None:
             for f in c.get(key) or []:
                 if not Path(str(f)).expanduser().is_file():
                     c.add(key, f"existing files; '{f}' does not exist")
+    if src in ("hub", "json_files") and not str(c.get("dataset.text_field") or "").strip():
+        c.add("dataset.text_field", "the name of the field that holds the text, e.g. text")
+    # ---- end dataset ----
 
     # names that reach Kubernetes
     serving_kind = str(getattr(c.get("serving.kind"), "value", c.get("serving.kind")))
