@@ -125,7 +125,8 @@ def _error_text(e: Any) -> str:
     if e is None:
         return ""
     msg = str(e) if isinstance(e, LLMOpsError) else f"{type(e).__name__}: {e}"
-    return secrets.scrub(msg.strip().splitlines()[0] if msg.strip() else type(e).__name__)[:500]
+    lines = [l.strip() for l in msg.strip().splitlines() if l.strip()]
+    return secrets.scrub(" ".join(lines) if lines else type(e).__name__)[:500]
 
 
 def _jsonable(v: Any) -> Any:
@@ -377,7 +378,7 @@ def format_table(rows: list[dict], sweep_dir: Path) -> str:
         params = dict(_parse_override(o) for o in r["overrides"])
         lines.append([str(r["job"]), r["best"], *[params.get(k, "") for k in keys],
                       _fmt(r["perplexity"]), _fmt(r["tokens_per_s"]), _fmt(r["seconds"]),
-                      r["status"], (r["error"] or "")[:80]])
+                      r["status"], (r["error"] or "")[:60]])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     out = [f"sweep {sweep_dir}: {len(rows)} job(s), "
            f"{sum(r['status'] == 'completed' for r in rows)} completed, "
@@ -386,6 +387,9 @@ def format_table(rows: list[dict], sweep_dir: Path) -> str:
     out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
     for l in lines:
         out.append("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip())
+    for r in rows:
+        if r["status"] == "failed" and r["error"]:
+            out.append(f"job {r['job']} failed: {r['error']}")
     best = next((r for r in rows if r["best"]), None)
     if best:
         out.append(f"best (*): job {best['job']} {' '.join(best['overrides'])} -> {best['run_dir']}")
