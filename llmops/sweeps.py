@@ -392,7 +392,8 @@ def format_table(rows: list[dict], sweep_dir: Path) -> str:
             out.append(f"job {r['job']} failed: {r['error']}")
     best = next((r for r in rows if r["best"]), None)
     if best:
-        out.append(f"best (*): job {best['job']} {' '.join(best['overrides'])} -> {best['run_dir']}")
+        shown = [o for o in best["overrides"] if _parse_override(o)[0] in keys] or best["overrides"]
+        out.append(f"best (*): job {best['job']} {' '.join(shown)} -> {best['run_dir']}")
     out.append(f"summary: {sweep_dir / SUMMARY_CSV}" + (f", plot: {sweep_dir / PLOT_FILE}"
                                                           if (sweep_dir / PLOT_FILE).exists() else ""))
     return "\n".join(out)

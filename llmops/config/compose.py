@@ -171,7 +171,7 @@ def _check_value(root: DictConfig, key: str, value: Any) -> Optional[str]:
     for i, part in enumerate(parts):
         if not isinstance(node, DictConfig):
             break
-        if part not in node:
+        if part not in node.keys():  # `in node` is False for a MISSING value
             if not _is_open_dict(node):
                 parent = ".".join(parts[:i])
                 siblings = [f"{parent}.{k}" if parent else k for k in node.keys()]

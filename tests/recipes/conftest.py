@@ -65,3 +65,9 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run([sys.executable, "-m", "llmops.cli", *args], capture_output=True, text=True,
                           env=e, cwd=cwd or ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One tokenized-data cache for the session: the first prepare_data pays, the rest hit it."""
+    return tmp_path_factory.getbasetemp() / "llmops-shared-cache"
