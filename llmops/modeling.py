@@ -53,6 +53,10 @@ def _pretrained_errors(ref: str, e: Exception) -> LLMOpsError:
                        f"point it at a local folder): {msg}")
 
 
+class ConfigUnavailable(LLMOpsError):
+    """The model's config cannot be read here (a hub id without network)."""
+
+
 def model_config(cfg: DictConfig, vocab_size: int, bos: int, eos: int):
     """The transformers config of the model to train (no weights touched)."""
     m = cfg.model
@@ -63,11 +67,17 @@ def model_config(cfg: DictConfig, vocab_size: int, bos: int, eos: int):
                           n_layer=m.n_layer, n_head=m.n_head, bos_token_id=bos, eos_token_id=eos)
     from transformers import AutoConfig
 
+    ref = str(m.name_or_path)
     try:
-        return AutoConfig.from_pretrained(str(m.name_or_path), revision=m.revision,
+        return AutoConfig.from_pretrained(ref, revision=m.revision,
                                           trust_remote_code=m.trust_remote_code)
-    except Exception as e:  # OSError, ValueError
-        raise _pretrained_errors(str(m.name_or_path), e) from None
+    except OSError as e:
+        if not (ref.startswith(("/", ".", "~")) or os.path.isdir(os.path.expanduser(ref))):
+            raise ConfigUnavailable(f"model.name_or_path = '{ref}': config not reachable "
+                                    f"({str(e).splitlines()[0]})") from None
+        raise _pretrained_errors(ref, e) from None
+    except ValueError as e:
+        raise _pretrained_errors(ref, e) from None
 
 
 def context_length(config) -> int | None:

@@ -41,9 +41,12 @@ def _plan_train(cfg: DictConfig, ctx: RunContext) -> dict:
 @stage("train", inputs=_train_inputs, needs=("prepare_data",), plan=_plan_train,
        describe="fine-tune with Ray Train + transformers on the configured cluster")
 def train(cfg: DictConfig, ctx: RunContext) -> dict:
+    from llmops import training
     from llmops.clusters import get_backend
 
-    with get_backend(cfg) as backend:
+    backend = get_backend(cfg)
+    training.preflight(cfg, ctx.outputs("prepare_data"))  # before any cluster is brought up
+    with backend:
         return backend.run_training(cfg, ctx)
 
 

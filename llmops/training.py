@@ -167,6 +167,19 @@ def training_arguments(cfg: DictConfig, output_dir: str, use_gpu: bool):
     return TrainingArguments(**args)
 
 
+def preflight(cfg: DictConfig, data: dict) -> None:
+    """Checks before any cluster work: block size vs context, LoRA targets, precision, arguments."""
+    from llmops import modeling
+
+    tok = modeling.load_tokenizer(data["tokenizer_dir"])
+    try:
+        modeling.preflight(cfg, tok)
+    except modeling.ConfigUnavailable as e:  # e.g. a hub model and no network here
+        log.warning("model shape checks skipped: %s", e)
+        modeling.check_precision(cfg)
+    check_arguments(cfg)
+
+
 def check_arguments(cfg: DictConfig) -> None:
     """Build the TrainingArguments once on the driver, so a bad combination fails before Ray."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,6 @@ import os
 
 from omegaconf import DictConfig
 
-from llmops import modeling
 from llmops.clusters import training_run
 
 log = logging.getLogger("llmops")
@@ -65,11 +64,7 @@ class LocalBackend:
     def run_training(self, cfg: DictConfig, ctx) -> dict:
         from llmops import training
 
-        run = training_run(cfg, ctx)
-        tok = modeling.load_tokenizer(run["data"]["tokenizer_dir"])
-        modeling.preflight(cfg, tok)  # block size vs context, LoRA targets, precision: before Ray
-        training.check_arguments(cfg)
-        return training.fit(cfg, run)
+        return training.fit(cfg, training_run(cfg, ctx))
 
     def __exit__(self, *exc) -> None:
         if self._started:
