@@ -206,7 +206,7 @@ class RayLauncher(Launcher):
         fail_fast = bool(opts.fail_fast)
 
         if bool(opts.prepare_once):  # before any job starts (and before Ray: it needs none)
-            self._prepare_once(jobs, recipe, sweep_dir, cwd, env)
+            self._prepare_once(jobs, recipe, sweep_dir, cwd, env, fail_fast)
 
         import ray
 
@@ -291,7 +291,8 @@ class RayLauncher(Launcher):
         return rets
 
     # ------------------------------------------------------------------------ prepare once
-    def _prepare_once(self, jobs: list, recipe: Path, sweep_dir: Path, cwd: str, env: dict) -> None:
+    def _prepare_once(self, jobs: list, recipe: Path, sweep_dir: Path, cwd: str, env: dict,
+                      fail_fast: bool = False) -> None:
         """Tokenize each distinct dataset of the sweep once, before the jobs run in parallel."""
         from llmops import engine
 
@@ -307,6 +308,8 @@ class RayLauncher(Launcher):
                 continue  # the job itself will report what is wrong with its config
             groups.setdefault(fp, []).append(j)
         for fp, members in groups.items():
+            if fail_fast and any(j.status == "failed" for j in jobs):
+                return  # the rest will not run
             first = members[0]
             pdir = sweep_dir / ".prepare" / fp
             log.info("ray launcher: preparing data %s once for job(s) %s", fp,
@@ -380,5 +383,10 @@ def _log_tail(p: Path) -> str:
         lines = [l for l in p.read_text(errors="replace").splitlines() if l.strip()]
     except OSError:
         return "no log"
+    starts = [i for i, l in enumerate(lines) if l.startswith("llmops: error:")]
+    if starts:  # the CLI's own message, with its indented problem lines
+        block = [lines[starts[-1]][len("llmops: error:"):].strip()]
+        block += [l.strip() for l in lines[starts[-1] + 1:] if l.startswith(" ")]
+        return " ".join(block)[:500]
     errs = [l for l in lines if "error" in l.lower()]
     return (errs[-1] if errs else (lines[-1] if lines else "no output")).strip()[:500]
