@@ -93,18 +93,11 @@ def _uses_holdout(cfg) -> bool:
     return False  # hub: decided at load time (only when the eval split is absent)
 
 
-def _settings(cfg) -> dict:
-    """Every setting that changes the rows, the tokens or the blocks (not num_proc)."""
+def _row_settings(cfg) -> dict:
+    """Settings that change which text rows each split holds."""
     d = cfg.dataset
     src = _source(cfg)
-    s: dict[str, Any] = {
-        "source": src,
-        "block_size": int(d.block_size),
-        "group_by": _group_by(cfg),
-        "map_batch_size": int(d.map_batch_size),
-        "max_train_blocks": d.max_train_blocks,
-        "max_eval_blocks": d.max_eval_blocks,
-    }
+    s: dict[str, Any] = {"source": src}
     if src in ("hub", "wikitext_raw"):
         s["splits"] = [str(d.train_split), str(d.eval_split)]
     if src in ("hub", "json_files"):
@@ -113,6 +106,18 @@ def _settings(cfg) -> dict:
         s["eval_fraction"] = float(d.eval_fraction)
         s["seed"] = int(cfg.seed)
     return s
+
+
+def _block_settings(cfg) -> dict:
+    """Settings that change how the tokens are cut into blocks (not num_proc: same result)."""
+    d = cfg.dataset
+    return {"block_size": int(d.block_size), "group_by": _group_by(cfg),
+            "map_batch_size": int(d.map_batch_size), "max_train_blocks": d.max_train_blocks,
+            "max_eval_blocks": d.max_eval_blocks}
+
+
+def _settings(cfg) -> dict:
+    return {**_row_settings(cfg), **_block_settings(cfg)}
 
 
 def _split_files(cfg) -> dict[str, list[str]]:
@@ -243,9 +248,7 @@ def _tokenizer_fingerprint(spec: dict, data_fp: dict, cfg) -> dict:
 def _trained_tokenizer_key(cfg, data_fp: dict) -> str:
     import importlib.metadata as md
 
-    s = _settings(cfg)
-    corpus = {k: s.get(k) for k in ("source", "splits", "text_field", "eval_fraction", "seed")}
-    return _hash_obj({"v": CACHE_VERSION, "data": data_fp, "corpus": corpus,
+    return _hash_obj({"v": CACHE_VERSION, "data": data_fp, "corpus": _row_settings(cfg),
                       "vocab": int(cfg.model.train_tokenizer_vocab),
                       "n_positions": int(cfg.model.n_positions),
                       "tokenizers": md.version("tokenizers")})
@@ -537,12 +540,12 @@ def _trained_tokenizer_dir(cfg, data_fp: dict, train_rows: list[str]) -> Path:
     return final
 
 
-def _context_limits(cfg, spec: dict, tok) -> list[tuple[str, int]]:
+def _context_limits(cfg, spec: dict, model_max_length: Optional[int]) -> list[tuple[str, int]]:
     """(what, max length) known for the tokenizer and the model."""
     limits = []
-    mml = getattr(tok, "model_max_length", None)
-    if isinstance(mml, int) and 0 < mml < 10 ** 9:
-        limits.append((f"the tokenizer's model_max_length ({spec['key']}={spec['ref']!r})", mml))
+    if model_max_length:
+        limits.append((f"the tokenizer's model_max_length ({spec['key']}={spec['ref']!r})",
+                       int(model_max_length)))
     m = cfg.model
     if m.name_or_path is None:
         limits.append(("model.n_positions, the fresh model's context", int(m.n_positions)))
@@ -690,6 +693,7 @@ def group(ids, lengths, block_size: int, group_by: str, map_batch_size: int):
 def _atomic_dir(final: Path, build) -> bool:
     """Build a folder in a temporary sibling and rename it to `final`. False if another won."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -707,6 +711,23 @@ def _atomic_dir(final: Path, build) -> bool:
     return True
 
 
+def _remove_stale_temps(final: Path) -> None:
+    """Remove temporary folders for `final` left by a process that died (killed mid-write)."""
+    for tmp in final.parent.glob(f".tmp-{final.name}-*"):
+        try:
+            pid = int(tmp.name[len(f".tmp-{final.name}-"):].split("-")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for p in _tokenizer_files(src):
@@ -719,11 +740,13 @@ def _entry_complete(entry: Path) -> bool:
 
 
 def fingerprint(cfg) -> tuple[str, dict]:
-    """(cache key, its parts) for this config: data content, tokenizer, settings."""
+    """(cache key of the blocks, its parts): data content, tokenizer, settings."""
     spec = _tokenizer_spec(cfg)
     data_fp = _data_fingerprint(cfg)
-    parts = {"v": CACHE_VERSION, "data": data_fp, "tokenizer": _tokenizer_fingerprint(spec, data_fp, cfg),
-             "settings": _settings(cfg)}
+    tokens = {"v": CACHE_VERSION, "data": data_fp, "tokenizer": _tokenizer_fingerprint(spec, data_fp, cfg),
+              "rows": _row_settings(cfg)}
+    tokens_key = _hash_obj(tokens)
+    parts = {**tokens, "tokens_key": tokens_key, "blocks": _block_settings(cfg)}
     return _hash_obj(parts), parts
 
 
@@ -734,30 +757,33 @@ def _outputs(meta: dict, entry: Path, cache_hit: bool) -> dict:
             "vocab_size": meta["vocab_size"], "fingerprint": meta["key"], "source": meta["source"]}
 
 
-# --------------------------------------------------------------------------------------- prepare
-def prepare(cfg, ctx=None) -> dict:
-    """Load, tokenize and group the dataset; reuse the cache entry when the fingerprint matches."""
-    t0 = time.time()
-    _check_inputs(cfg)
-    key, parts = fingerprint(cfg)
-    entry = cache_root(cfg) / "data" / key
-    if _entry_complete(entry):
-        meta = json.loads((entry / "meta.json").read_text())
-        log.info("prepare_data: cache hit %s (%.2f s)", entry, time.time() - t0)
-        return _outputs(meta, entry, True)
+def _tokens_complete(entry: Path) -> bool:
+    return (entry / "meta.json").is_file() and (entry / "tokenizer").is_dir() and all(
+        (entry / f"{s}.{k}.npy").is_file() for s in SPLITS for k in ("ids", "lens"))
 
-    d = cfg.dataset
-    block_size = int(d.block_size)
-    group_by = _group_by(cfg)
-    spec = _tokenizer_spec(cfg)
-    src = _source(cfg)
 
+def _check_context(cfg, spec: dict, block_size: int, model_max_length: Optional[int]) -> None:
+    for what, limit in _context_limits(cfg, spec, model_max_length):
+        if block_size > limit:
+            raise LLMOpsError(f"dataset.block_size={block_size} is larger than {what}: {limit}; "
+                              f"set dataset.block_size <= {limit}")
+
+
+def _model_max_length(tok) -> Optional[int]:
+    mml = getattr(tok, "model_max_length", None)
+    return int(mml) if isinstance(mml, int) and 0 < mml < 10 ** 9 else None
+
+
+def _tokenize_into_cache(cfg, parts: dict, spec: dict, t0: float) -> Path:
+    """Read the rows, get the tokenizer, tokenize both splits; cache ids + per-row lengths."""
+    import numpy as np
+
+    entry = cache_root(cfg) / "tokens" / parts["tokens_key"]
     rows = load_rows(cfg)
     for split in SPLITS:
         if not any(rows[split]):
             raise LLMOpsError(_empty_message(cfg, split, len(rows[split])))
     t_rows = time.time()
-
     if spec["kind"] == "train":
         tok_dir = _trained_tokenizer_dir(cfg, parts["data"], rows["train"])
         tok = _load_auto_tokenizer({"kind": "dir", "ref": str(tok_dir), "key": spec["key"]}, cfg)
@@ -765,19 +791,73 @@ def prepare(cfg, ctx=None) -> dict:
     else:
         tok = _load_auto_tokenizer(spec, cfg)
         copy_from = Path(spec["ref"]) if spec["kind"] == "dir" else None
-    for what, limit in _context_limits(cfg, spec, tok):
-        if block_size > limit:
-            raise LLMOpsError(f"dataset.block_size={block_size} is larger than {what}: {limit}; "
-                              f"set dataset.block_size <= {limit}")
+    mml = _model_max_length(tok)
+    _check_context(cfg, spec, int(cfg.dataset.block_size), mml)  # before any tokenizing
     t_tok = time.time()
-
-    encoded = tokenize(tok.backend_tokenizer, {s: rows[s] for s in SPLITS}, int(d.num_proc))
+    encoded = tokenize(tok.backend_tokenizer, {s: rows[s] for s in SPLITS}, int(cfg.dataset.num_proc))
     t_enc = time.time()
+    meta = {"key": parts["tokens_key"], "rows": {s: len(rows[s]) for s in SPLITS},
+            "tokens": {s: int(len(encoded[s][0])) for s in SPLITS}, "vocab_size": int(len(tok)),
+            "model_max_length": mml, "tokenizer_class": type(tok).__name__,
+            "fingerprint": {k: parts[k] for k in ("v", "data", "tokenizer", "rows")},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": {"rows": round(t_rows - t0, 3), "tokenizer": round(t_tok - t_rows, 3),
+                        "tokenize": round(t_enc - t_tok, 3)}}
+
+    def build(tmp: Path) -> None:
+        for s in SPLITS:
+            ids, lens = encoded[s]
+            np.save(tmp / f"{s}.ids.npy", np.ascontiguousarray(ids, dtype=np.int32))
+            np.save(tmp / f"{s}.lens.npy", np.ascontiguousarray(lens, dtype=np.int64))
+        if copy_from is not None:
+            _copy_tokenizer(copy_from, tmp / "tokenizer")
+        else:
+            tok.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    _atomic_dir(entry, build)
+    log.info("prepare_data: tokenized %s rows into %s tokens in %.1f s", meta["rows"], meta["tokens"],
+             t_enc - t_tok)
+    return entry
+
+
+# --------------------------------------------------------------------------------------- prepare
+def prepare(cfg, ctx=None) -> dict:
+    """Load, tokenize and group the dataset; reuse the cache when the fingerprint matches.
+
+    Two cache levels: ``tokens/<key>`` holds the token ids of each split (keyed by data content,
+    tokenizer and row settings) and ``data/<key>`` the blocks (that key plus the block settings),
+    so a change of block_size, group_by or caps regroups without tokenizing again.
+    """
+    import numpy as np
+
+    t0 = time.time()
+    _check_inputs(cfg)
+    key, parts = fingerprint(cfg)
+    entry = cache_root(cfg) / "data" / key
+    spec = _tokenizer_spec(cfg)
+    if _entry_complete(entry):
+        meta = json.loads((entry / "meta.json").read_text())
+        _check_context(cfg, spec, int(meta["block_size"]), meta.get("model_max_length"))
+        log.info("prepare_data: cache hit %s (%.2f s)", entry, time.time() - t0)
+        return _outputs(meta, entry, True)
+
+    d = cfg.dataset
+    block_size = int(d.block_size)
+    group_by = _group_by(cfg)
+    tentry = cache_root(cfg) / "tokens" / parts["tokens_key"]
+    tokens_hit = _tokens_complete(tentry)
+    if tokens_hit:
+        tmeta = json.loads((tentry / "meta.json").read_text())
+        _check_context(cfg, spec, block_size, tmeta.get("model_max_length"))
+    else:
+        tentry = _tokenize_into_cache(cfg, parts, spec, t0)
+        tmeta = json.loads((tentry / "meta.json").read_text())
+
     blocks = {}
-    tokens_total = {}
     for split in SPLITS:
-        ids, lens = encoded[split]
-        tokens_total[split] = int(len(ids))
+        ids = np.load(tentry / f"{split}.ids.npy", mmap_mode="r")
+        lens = np.load(tentry / f"{split}.lens.npy")
         b = group(ids, lens, block_size, group_by, int(d.map_batch_size))
         if len(b) == 0:
             raise LLMOpsError(_too_small_message(cfg, split, len(ids), block_size, group_by))
@@ -786,29 +866,25 @@ def prepare(cfg, ctx=None) -> dict:
             b = b[: int(cap)]
         blocks[split] = b
 
-    import numpy as np
-
     meta = {
-        "key": key, "source": src, "block_size": block_size, "group_by": group_by,
+        "key": key, "source": _source(cfg), "block_size": block_size, "group_by": group_by,
         "blocks": {s: int(len(blocks[s])) for s in SPLITS},
         "tokens": {s: int(blocks[s].size) for s in SPLITS},
-        "tokens_before_grouping": tokens_total,
-        "rows": {s: len(rows[s]) for s in SPLITS},
-        "vocab_size": int(len(tok)),
-        "tokenizer_class": type(tok).__name__,
+        "tokens_before_grouping": dict(tmeta["tokens"]),
+        "rows": dict(tmeta["rows"]),
+        "vocab_size": tmeta["vocab_size"],
+        "tokenizer_class": tmeta["tokenizer_class"],
+        "model_max_length": tmeta.get("model_max_length"),
+        "tokens_cache_hit": tokens_hit,
         "fingerprint": parts,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": {"rows": round(t_rows - t0, 3), "tokenizer": round(t_tok - t_rows, 3),
-                    "tokenize": round(t_enc - t_tok, 3)},
+        "seconds": round(time.time() - t0, 3),
     }
 
     def build(tmp: Path) -> None:
         for s in SPLITS:
             np.save(tmp / f"{s}.npy", np.ascontiguousarray(blocks[s], dtype=np.int32))
-        if copy_from is not None:
-            _copy_tokenizer(copy_from, tmp / "tokenizer")
-        else:
-            tok.save_pretrained(str(tmp / "tokenizer"))
+        _copy_tokenizer(tentry / "tokenizer", tmp / "tokenizer")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     _atomic_dir(entry, build)

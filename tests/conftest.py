@@ -13,6 +13,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # fixture modules owned by each area (s3 server, ray head, kube stand-in, ...)
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.s3",
+    "tests.fixtures.ray_head",
 ]
 
 

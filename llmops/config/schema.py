@@ -44,37 +44,45 @@ class ClusterMode(str, Enum):
 @dataclass
 class ClusterConfig:
     kind: ClusterKind = ClusterKind.local
-    num_workers: int = 1  # Ray Train workers (one process each)
+    num_workers: int = 1  # Ray Train workers (one process each); codeflare: one worker pod each
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
-    # ray: an existing cluster
-    address: Optional[str] = None  # dashboard URL, e.g. http://127.0.0.1:8265
+    # ray and codeflare: the job
+    address: Optional[str] = None  # ray: dashboard URL, e.g. http://127.0.0.1:8265
     headers: Dict[str, str] = field(default_factory=dict)  # e.g. Authorization: Bearer ...
     pass_secrets: bool = False  # resolve masked secrets into the job's env_vars
     confirm_stop: bool = False  # ask before stopping a job on Ctrl-C
-    follow_logs: bool = True
-    job_timeout_s: int = 0  # 0 = no limit
+    follow_logs: bool = True  # print the job's log lines as they come
+    job_timeout_s: int = 0  # 0 = no limit; the job is stopped when it runs longer
+    poll_interval_s: float = 1.0  # status/log polling period
+    python: Optional[str] = None  # interpreter on the cluster; None = this one (local head) or python
+    pip: List[str] = field(default_factory=list)  # extra packages for the job's runtime env
     # codeflare: KubeRay
     mode: ClusterMode = ClusterMode.raycluster
-    name: Optional[str] = None  # RayCluster name; derived from run id when unset
+    name: Optional[str] = None  # RayCluster name; derived from run id when unset; reused if it exists
     namespace: str = "default"
     image: Optional[str] = None  # required for codeflare: a Ray 2.58 image
+    image_pull_secrets: List[str] = field(default_factory=list)
     head_cpus: int = 2
     head_memory_gb: int = 8
     head_gpus: int = 0
     worker_cpus: int = 2
     worker_memory_gb: int = 8
+    gpu_resource: str = "nvidia.com/gpu"  # extended resource name for GPUs
     local_queue: Optional[str] = None  # Kueue LocalQueue
     envs: Dict[str, str] = field(default_factory=dict)
     labels: Dict[str, str] = field(default_factory=dict)
     tolerations: List[Dict[str, Any]] = field(default_factory=list)
     volumes: List[Dict[str, Any]] = field(default_factory=list)
     volume_mounts: List[Dict[str, Any]] = field(default_factory=list)
+    dashboard_url: Optional[str] = None  # None = http://<name>-head-svc.<namespace>.svc:8265
     keep: bool = False  # leave the cluster up after the run
     apply_timeout_s: int = 300
     ready_timeout_s: int = 900
     ttl_seconds_after_finished: int = 300  # rayjob mode
     auth: str = "auto"  # auto | kubeconfig | incluster | token
+    bearer_env: str = "LLMOPS_K8S_TOKEN"  # auth=token: env var holding the bearer token
+    server_env: str = "LLMOPS_K8S_SERVER"  # auth=token: env var holding the API server URL
 
 
 # --------------------------------------------------------------------------------------- dataset
@@ -205,20 +213,23 @@ class StorageKind(str, Enum):
 class StorageConfig:
     kind: StorageKind = StorageKind.local
     root: str = "outputs/models"  # local: folder that holds one prefix per run
-    # s3
+    # s3 (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, or `profile`)
     bucket: Optional[str] = None
-    prefix: str = "models"
-    endpoint_url: Optional[str] = None
+    prefix: str = "models"  # models land in s3://<bucket>/<prefix>/<run_id>/{hf,caikit,adapter}/
+    endpoint_url: Optional[str] = None  # MinIO / any S3-compatible store; None = AWS
     region: Optional[str] = None
-    addressing_style: str = "auto"  # auto | path | virtual
-    verify: bool = True
-    ca_bundle: Optional[str] = None
-    profile: Optional[str] = None
+    addressing_style: str = "auto"  # auto | path | virtual (MinIO: path)
+    verify: bool = True  # TLS certificate verification
+    ca_bundle: Optional[str] = None  # PEM file of the endpoint's CA
+    profile: Optional[str] = None  # named profile in ~/.aws/{config,credentials}
     create_bucket: bool = False
-    multipart_threshold_mb: int = 64
-    multipart_chunk_mb: int = 16
-    max_concurrency: int = 8
-    max_attempts: int = 5
+    multipart_threshold_mb: int = 64  # files at least this big go in parts
+    multipart_chunk_mb: int = 16  # part size (S3 minimum: 5)
+    max_concurrency: int = 8  # parallel requests (files and parts share them)
+    max_attempts: int = 5  # per request, on transient errors (connection, 5xx, throttling)
+    retry_base_s: float = 0.5  # backoff: base * 2^(attempt-1), jittered, at most 20 s
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
     # pvc
     pvc_name: Optional[str] = None
     mount_path: Optional[str] = None  # where the PVC is mounted where the run writes
@@ -251,33 +262,34 @@ class StorageBinding(str, Enum):
 @dataclass
 class ServingConfig:
     kind: ServingKind = ServingKind.none
-    name: Optional[str] = None  # InferenceService name; derived from the run when unset
+    name: Optional[str] = None  # InferenceService name; derived from the run id when unset
     namespace: str = "llmops"
-    create_namespace: bool = False
+    create_namespace: bool = False  # apply a Namespace first (never deleted by undeploy)
     apply: bool = False  # false: render (and validate) only
-    keep: bool = True  # false: delete what was applied at the end of the run
-    runtime_name: Optional[str] = None  # ServingRuntime name; derived from kind when unset
-    image: str = MISSING
+    keep: bool = True  # false: delete what was applied at the end of the run (after smoke_test)
+    runtime_name: Optional[str] = None  # ServingRuntime name; "<isvc name>-<kind>" when unset
+    image: str = MISSING  # the serving container (kserve-container)
     transformer_image: Optional[str] = None  # caikit_tgis: the Caikit container
-    model_format: str = MISSING
-    protocol: Protocol = Protocol.http
+    model_format: str = MISSING  # ISVC modelFormat.name; must be one the runtime serves
+    protocol: Protocol = Protocol.http  # caikit_tgis: http (8080) or grpc (8085 h2c)
     deployment_mode: DeploymentMode = DeploymentMode.RawDeployment
-    expose_route: bool = False
-    token_auth: bool = False
-    replicas: int = 1
-    gpus: int = 0
+    expose_route: bool = False  # label networking.kserve.io/visibility=exposed
+    token_auth: bool = False  # annotation security.opendatahub.io/enable-auth=true
+    replicas: int = 1  # predictor min and max replicas
+    gpus: int = 0  # nvidia.com/gpu requested and limited
     cpu_request: str = "1"
     cpu_limit: str = "4"
     memory_request: str = "4Gi"
     memory_limit: str = "8Gi"
-    tolerations: List[Dict[str, Any]] = field(default_factory=list)
-    env: Dict[str, str] = field(default_factory=dict)
+    tolerations: List[Dict[str, Any]] = field(default_factory=list)  # predictor pod tolerations
+    env: Dict[str, str] = field(default_factory=dict)  # extra env of the serving container
     args: List[str] = field(default_factory=list)  # extra server arguments
     storage_binding: StorageBinding = StorageBinding.service_account
-    secret_name: Optional[str] = None  # S3 credentials Secret; derived when unset
+    secret_name: Optional[str] = None  # S3 credentials Secret; "<isvc name>-s3" when unset
     existing_secret: bool = False  # true: secret_name exists already, render none
-    ready_timeout_s: int = 900
-    labels: Dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: int = 900  # wait for Ready at most this long
+    poll_interval_s: float = 5.0  # between status reads while waiting
+    labels: Dict[str, str] = field(default_factory=dict)  # extra labels on every object
 
 
 @dataclass

@@ -1,10 +1,16 @@
 """Secret masking for every config that is printed, saved, logged, shipped or rendered.
 
 A value is secret when its key looks like one (``*secret*``, ``*password*``, ``*token*``,
-``*_key``/``*key_*``/``*apikey*``, ``authorization``, ``credentials``) and it is a non-empty
-string, or when it came from the environment through ``${oc.env:...}``. Masked values are
-replaced by ``MASK``; the real values are remembered so that a logging filter can scrub them from
-any log line that would otherwise carry one.
+``*_key``/``*key_*``/``*apikey*``/``X-Api-Key``, ``authorization``, ``credentials``) and it is a
+non-empty string (flags and numbers such as ``token_auth: true`` or ``max_new_tokens: 20`` are not
+secrets, nor is a toleration's ``key``), or when it came from the environment through
+``${oc.env:...}`` - directly, inside a longer string, or through another interpolation. Masked
+values are replaced by ``MASK``; the real values are remembered, so that any other string that
+carries one (a URL, a header, a log line, an error message) is scrubbed as well.
+
+``install_log_filter()`` scrubs every log record as it is made (so handlers added later are
+covered too) and also adds a filter to the root logger's handlers; it also remembers the values of
+secret-named environment variables (``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN``, ``*_PASSWORD``, ...).
 """
 
 from __future__ import annotations
@@ -29,8 +35,29 @@ ENV_INTERP = re.compile(r"\$\{oc\.env:")
 _known_secrets: set[str] = set()
 
 
+# environment variables whose values are remembered (and so scrubbed from logs)
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY(_ID)?|PRIVATE_KEY|"
+                        r"CREDENTIALS?)$", re.IGNORECASE)
+
+
 def is_secret_key(key: str) -> bool:
-    return key not in NOT_SECRET_KEYS and bool(SECRET_KEY.search(key))
+    key = str(key)
+    norm = key.replace("-", "_")
+    return (key not in NOT_SECRET_KEYS and norm.lower() not in NOT_SECRET_KEYS
+            and bool(SECRET_KEY.search(norm)))
+
+
+def remember_env(environ: Any = None) -> int:
+    """Remember the values of secret-named environment variables; returns how many."""
+    import os
+
+    n = 0
+    for name, value in (os.environ if environ is None else environ).items():
+        if SECRET_ENV.search(name) and isinstance(value, str) and len(value) >= 8 \
+                and value.lower() not in ("true", "false"):
+            remember(value)
+            n += 1
+    return n
 
 
 def remember(value: str) -> None:
@@ -49,8 +76,50 @@ def scrub(text: str) -> str:
 def mask(cfg: Any, *, resolve: bool = True) -> Any:
     """A plain container of `cfg` with secrets masked (and remembered for scrubbing)."""
     if isinstance(cfg, (DictConfig, ListConfig)):
+        _collect(cfg, "")  # first remember every secret, so that copies elsewhere are caught too
         return _mask_node(cfg, "", resolve)
+    _collect_plain(cfg, "")
     return _mask_plain(cfg, "")
+
+
+def _collect(node: Any, key: str) -> None:
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            if k == "hydra" and key == "":
+                continue
+            _collect_leaf(node._get_node(k), str(k))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _collect_leaf(node._get_node(i), key)
+
+
+def _collect_leaf(child: Any, key: str) -> None:
+    if isinstance(child, (DictConfig, ListConfig)):
+        _collect(child, key)
+        return
+    if child is None:
+        return
+    raw = child._value()
+    from_env = isinstance(raw, str) and bool(ENV_INTERP.search(raw))
+    if not (from_env or is_secret_key(key)):
+        return
+    try:
+        value = child._dereference_node()._value() if child._is_interpolation() else raw
+    except Exception:
+        return
+    if isinstance(value, str) and value and not ENV_INTERP.search(value):
+        remember(value)
+
+
+def _collect_plain(obj: Any, key: str) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _collect_plain(v, str(k))
+    elif isinstance(obj, list):
+        for v in obj:
+            _collect_plain(v, key)
+    elif isinstance(obj, str) and obj and is_secret_key(key):
+        remember(obj)
 
 
 def _mask_node(node: Any, key: str, resolve: bool) -> Any:
@@ -88,6 +157,8 @@ def _mask_child(parent: Any, child: Any, key: str, resolve: bool) -> Any:
     if isinstance(value, str) and value and is_secret_key(key):
         remember(value)
         return MASK
+    if isinstance(value, str):
+        return scrub(value)  # e.g. ${a} where a came from oc.env, or a URL embedding a token
     return value
 
 
@@ -99,6 +170,8 @@ def _mask_plain(obj: Any, key: str) -> Any:
     if isinstance(obj, str) and obj and is_secret_key(key):
         remember(obj)
         return MASK
+    if isinstance(obj, str):
+        return scrub(obj)
     return obj
 
 
@@ -110,19 +183,45 @@ class ScrubFilter(logging.Filter):
     """Replaces remembered secret values in log records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _known_secrets:
-            try:
-                msg = record.getMessage()
-            except Exception:
-                return True
-            clean = scrub(msg)
-            if clean != msg:
-                record.msg, record.args = clean, ()
+        _scrub_record(record)
         return True
 
 
+def _scrub_record(record: logging.LogRecord) -> None:
+    if not _known_secrets:
+        return
+    try:
+        msg = record.getMessage()
+    except Exception:
+        return
+    clean = scrub(msg)
+    if clean != msg:
+        record.msg, record.args = clean, ()
+    if record.exc_info and not record.exc_text:
+        text = logging.Formatter().formatException(record.exc_info)
+        clean = scrub(text)
+        if clean != text:
+            record.exc_text = clean  # formatters print exc_text when it is set
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
+
+
 def install_log_filter() -> None:
-    """Add the scrubbing filter to every handler of the root logger (idempotent)."""
+    """Scrub remembered secrets from every log record (idempotent).
+
+    Records are scrubbed as they are made (a log record factory), which covers every handler,
+    also those added later; the root logger's handlers get a `ScrubFilter` as well.
+    """
+    remember_env()
+    old = logging.getLogRecordFactory()
+    if not getattr(old, "_llmops_scrub", False):
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = old(*args, **kwargs)
+            _scrub_record(record)
+            return record
+
+        factory._llmops_scrub = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
     root = logging.getLogger()
     for h in root.handlers:
         if not any(isinstance(f, ScrubFilter) for f in h.filters):

@@ -74,18 +74,30 @@ def serving_uri(cfg: DictConfig, uri: str) -> str:
     return uri
 
 
-def ray_storage(cfg: DictConfig, run_dir, run_id: str):
-    """(storage_path, storage_filesystem) for Ray Train checkpoints of this run."""
+def ray_storage(cfg: DictConfig, run_dir, run_id: str) -> tuple:
+    """(storage_path, storage_filesystem) for Ray Train's RunConfig checkpoints.
+
+    local: ``<run_dir>/checkpoints`` on this machine; pvc: ``<mount_path>/<run_id>/checkpoints``
+    (the claim must be mounted on every worker); s3: ``<bucket>/<prefix>/<run_id>/checkpoints``
+    with a ``pyarrow.fs.S3FileSystem`` pointed at ``storage.endpoint_url``, its credentials taken
+    from the environment (or ``storage.profile``) when this is called.
+    """
     from pathlib import Path
 
     kind = cfg.storage.kind.value
     if kind == "local":
         return str(Path(run_dir) / "checkpoints"), None
     if kind == "pvc":
-        return str(Path(str(cfg.storage.mount_path)).expanduser().resolve() / run_id / "checkpoints"), None
-    from llmops.storage.s3 import ray_storage as s3_ray_storage
+        from llmops.storage.local import to_path
 
-    return s3_ray_storage(cfg, run_id)
+        return str(to_path(run_prefix(cfg, run_id)) / "checkpoints"), None
+    if kind == "s3":
+        from llmops.storage.s3 import S3Settings, pyarrow_filesystem
+
+        prefix = str(cfg.storage.prefix or "").strip("/")
+        parts = [str(cfg.storage.bucket)] + ([prefix] if prefix else []) + [run_id, "checkpoints"]
+        return "/".join(parts), pyarrow_filesystem(S3Settings.from_config(cfg.storage))
+    raise ValueError(f"storage.kind: unknown kind {kind!r}")
 
 
 def store_for_uri(cfg: DictConfig, uri: str) -> Store:

@@ -29,3 +29,34 @@ def wikitext_cache(tmp_path_factory):
     cfg, _ = compose("gpt2-wikitext", wikitext_overrides(cache), check=True)
     out = data.prepare(strip_hydra(cfg))
     return cache, out
+
+
+@pytest.fixture(scope="session")
+def _base_cfgs():
+    """Composed once per session (composing takes seconds): quickstart and gpt2-wikitext on files."""
+    from llmops.config.compose import compose, strip_hydra
+
+    out = {}
+    cfg, _ = compose("quickstart", [], check=False)
+    out["quickstart"] = strip_hydra(cfg)
+    cfg, _ = compose("gpt2-wikitext", wikitext_overrides(Path("/unused")), check=False)
+    out["wikitext"] = strip_hydra(cfg)
+    return out
+
+
+@pytest.fixture
+def cfg_of(_base_cfgs, tmp_path):
+    """cfg_of("quickstart"|"wikitext", **{"dataset.block_size": 128, ...}): a fresh copy with its
+    cache under tmp_path, like `compose(recipe, key=value...)` without composing again."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    def make(name: str, **dotted):
+        c = copy.deepcopy(_base_cfgs[name])
+        c.paths.cache_dir = str(tmp_path / "cache")
+        for k, v in dotted.items():
+            OmegaConf.update(c, k, v, merge=False)
+        return c
+
+    return make

@@ -145,7 +145,7 @@ def test_block_size_larger_than_fresh_model_context(compose):
 
 def test_kubernetes_name_checked_before_anything_runs(compose):
     msg = _errors(compose, "serving.name=My_Model")
-    assert "serving.name = 'My_Model'" in msg and "DNS-1123" in msg
+    assert "serving.name = 'My_Model'" in msg and "not a DNS-1035 label" in msg
 
 
 def test_local_model_folder_must_exist(compose, tmp_path):

@@ -1,0 +1,18 @@
+"""Serving on KServe: render (config -> objects), validate (objects -> errors), deploy (apply,
+wait, delete), call (inference clients), and a local server with vLLM's OpenAI completions API.
+
+render and validate are pure; only kube.py touches a cluster. Nothing here imports kubernetes,
+torch or transformers at module level.
+"""
+
+RUNTIME_KINDS = ("vllm", "caikit_tgis", "tgis", "hf")
+
+# model formats each runtime serves (its ServingRuntime's supportedModelFormats)
+MODEL_FORMATS = {"vllm": ("vLLM", "vllm"), "caikit_tgis": ("caikit",), "tgis": ("pytorch",),
+                 "hf": ("huggingface",)}
+# protocols each runtime speaks (caikit_tgis: REST on 8080 or gRPC on 8085)
+PROTOCOLS = {"vllm": ("http",), "caikit_tgis": ("http", "grpc"), "tgis": ("grpc",), "hf": ("http",)}
+# which export layout each runtime reads at /mnt/models
+LAYOUT = {"vllm": "hf", "caikit_tgis": "caikit", "tgis": "hf", "hf": "hf"}
+# the longest derived InferenceService name: KServe appends "-predictor" (and more) to it
+ISVC_NAME_MAX = 45

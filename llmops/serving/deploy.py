@@ -1,0 +1,109 @@
+"""The deploy stage: render, validate strictly, write the manifests; apply and wait when asked.
+
+Outputs: ``manifests`` (paths of the files in <run_dir>/deploy), ``applied`` (bool), and once
+applied ``namespace``, ``objects`` ([{kind, name}]), ``isvc``, ``runtime``, ``protocol``,
+``url``. The files on disk hold the Secret with placeholders, never credential values.
+``serving.keep=false``: what was applied is deleted when the smoke_test stage ends (or right
+here when smoke_test is not among the run's stages).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from llmops.serving import LAYOUT
+
+log = logging.getLogger("llmops")
+
+
+def _kind(cfg: DictConfig) -> str:
+    return str(getattr(cfg.serving.kind, "value", cfg.serving.kind))
+
+
+def _planned_uris(cfg: DictConfig, run_id: str) -> dict:
+    from llmops import storage
+
+    uris = storage.model_uris(cfg, run_id)
+    return {k: storage.serving_uri(cfg, v) for k, v in uris.items() if k in ("hf", "caikit")}
+
+
+def _export_uris(cfg: DictConfig, ctx) -> dict:
+    from llmops import storage
+    from llmops.errors import LLMOpsError
+
+    out = ctx.outputs("export")
+    uris = {}
+    for layout, key in (("hf", "model_uri"), ("caikit", "caikit_uri")):
+        if out.get(key):
+            uris[layout] = storage.serving_uri(cfg, str(out[key]))
+    need = LAYOUT[_kind(cfg)]
+    if need not in uris:
+        key = "model_uri" if need == "hf" else "caikit_uri"
+        raise LLMOpsError(f"the export stage recorded no '{key}': the {_kind(cfg)} runtime needs "
+                          f"the {need} layout")
+    return uris
+
+
+def plan(cfg: DictConfig, ctx) -> dict:
+    """What deploy would render (validated) and where it would apply it. No side effects."""
+    kind = _kind(cfg)
+    if kind == "none":
+        return {"serving": "none", "objects": [], "note": "serving=none: no manifests"}
+    from llmops.serving import render, validate
+
+    uris = _planned_uris(cfg, ctx.run_id)
+    objects = render.render(cfg, ctx.run_id, ctx.recipe, uris)
+    validate.validate_objects(objects)
+    n = render.names(cfg, ctx.run_id)
+    return {
+        "serving": kind,
+        "namespace": str(cfg.serving.namespace),
+        "inference_service": n["isvc"],
+        "model_uri": uris[LAYOUT[kind]],
+        "apply": bool(cfg.serving.apply),
+        "writes": str(Path(ctx.run_dir) / "deploy"),
+        "objects": objects,
+    }
+
+
+def deploy(cfg: DictConfig, ctx) -> dict:
+    kind = _kind(cfg)
+    if kind == "none":
+        return {"manifests": [], "applied": False}
+    from llmops.plan import write_objects
+    from llmops.serving import render, validate
+
+    uris = _export_uris(cfg, ctx)
+    objects = render.render(cfg, ctx.run_id, ctx.recipe, uris)
+    validate.validate_objects(objects)
+    out_dir = Path(ctx.run_dir) / "deploy"
+    for old in out_dir.glob("*.yaml") if out_dir.is_dir() else []:
+        old.unlink()  # a rerun with fewer objects leaves no stale file behind
+    paths = write_objects(objects, out_dir)
+    n = render.names(cfg, ctx.run_id)
+    result = {"manifests": [str(p) for p in paths], "applied": False,
+              "isvc": n["isvc"], "runtime": kind,
+              "protocol": str(getattr(cfg.serving.protocol, "value", cfg.serving.protocol)),
+              "namespace": str(cfg.serving.namespace)}
+    log.info("deploy: %d manifest(s) written to %s", len(paths), out_dir)
+    if not cfg.serving.apply:
+        return result
+
+    from llmops.serving import kube
+
+    applied = kube.apply_objects(objects, cfg)
+    result.update({"applied": True, "objects": applied,
+                   "selector": render.run_selector(ctx.run_id, ctx.recipe)})
+    status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
+                             timeout_s=float(cfg.serving.ready_timeout_s),
+                             interval_s=float(cfg.serving.poll_interval_s))
+    result["url"] = status.get("url")
+    log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result["url"])
+    stages = [str(getattr(s, "value", s)) for s in cfg.stages]
+    if not cfg.serving.keep and "smoke_test" not in stages:
+        kube.delete_run(str(cfg.serving.namespace), result["selector"])
+        result["deleted"] = True
+    return result

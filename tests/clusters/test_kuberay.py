@@ -1,0 +1,184 @@
+"""KubeRay bodies: built without a cluster, strict against the CRD schemas, equal to golden files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmops.errors import ConfigError
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "kuberay"
+IMAGE = "quay.io/modh/ray:2.58.0-py311-cu121"
+BLOG = ["cluster=codeflare", f"cluster.image={IMAGE}", "cluster.name=gpt2-blog",
+        "cluster.namespace=llm-demo", "cluster.num_workers=1", "cluster.worker_cpus=2",
+        "cluster.worker_memory_gb=8", "cluster.gpus_per_worker=1", "run_id=golden"]
+FOUR_GPU = ["cluster=codeflare", f"cluster.image={IMAGE}", "cluster.name=gpt2-4gpu",
+            "cluster.namespace=llm-demo", "cluster.num_workers=4", "cluster.worker_cpus=8",
+            "cluster.cpus_per_worker=4", "cluster.worker_memory_gb=32", "cluster.gpus_per_worker=1",
+            "cluster.local_queue=team-a",
+            "cluster.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]",
+            "cluster.volumes=[{name: models, persistentVolumeClaim: {claimName: models}}]",
+            "cluster.volume_mounts=[{name: models, mountPath: /mnt/models}]", "run_id=golden"]
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory):
+    """Composed configs, cached for this module: these tests only read them."""
+    from llmops.config.compose import compose as _compose
+    from llmops.config.compose import strip_hydra
+
+    base = tmp_path_factory.mktemp("kuberay")
+    cache: dict = {}
+
+    def _c(recipe: str = "quickstart", *overrides: str):
+        key = (recipe, overrides)
+        if key not in cache:
+            cfg, _ = _compose(recipe, [f"paths.output_root={base / 'outputs'}",
+                                       f"paths.cache_dir={base / 'cache'}", *overrides])
+            cache[key] = strip_hydra(cfg)
+        return cache[key]
+
+    return _c
+
+
+def _golden(name: str, body: dict) -> None:
+    path = GOLDEN / name
+    if os.environ.get("LLMOPS_UPDATE_GOLDEN"):
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+    assert body == yaml.safe_load(path.read_text()), f"{path} differs; LLMOPS_UPDATE_GOLDEN=1 rewrites it"
+
+
+@pytest.mark.parametrize("name,overrides", [("raycluster-blog.yaml", BLOG),
+                                            ("raycluster-4gpu.yaml", FOUR_GPU)])
+def test_raycluster_bodies_match_golden_and_crd(compose, name, overrides):
+    from llmops.clusters import kuberay
+
+    body = kuberay.raycluster_body(compose("quickstart", *overrides))
+    assert kuberay.validate_body(body) == []
+    _golden(name, body)
+    # what the fields mean, not only that they did not change
+    worker = body["spec"]["workerGroupSpecs"][0]
+    res = worker["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == "1" and worker["rayStartParams"]["num-gpus"] == "1"
+    assert body["spec"]["rayVersion"] == "2.58.0"
+    assert body["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+
+
+def test_blog_cluster_has_the_blog_shape(compose):
+    from llmops.clusters import kuberay
+
+    body = kuberay.raycluster_body(compose("quickstart", *BLOG))
+    w = body["spec"]["workerGroupSpecs"][0]
+    res = w["template"]["spec"]["containers"][0]["resources"]
+    assert w["replicas"] == 1 and res["requests"]["cpu"] == "2" and res["limits"]["memory"] == "8G"
+    four = kuberay.raycluster_body(compose("quickstart", *FOUR_GPU))
+    assert four["spec"]["workerGroupSpecs"][0]["replicas"] == 4
+    assert four["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_rayjob_body_is_strict_valid_with_kueue_suspend(compose):
+    from llmops.clusters import kuberay
+
+    cfg = compose("quickstart", *FOUR_GPU[:-1], "cluster.mode=rayjob", "cluster.name=gpt2-job",
+                  "cluster.job_timeout_s=3600")
+    body = kuberay.rayjob_body(cfg, "python -m llmops.clusters.job_entry", {"pip": ["x"]})
+    assert kuberay.validate_body(body) == []
+    spec = body["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is True
+    assert spec["ttlSecondsAfterFinished"] == 300 and spec["activeDeadlineSeconds"] == 3600
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"pip": ["x"]}
+    # pods of a RayJob cluster do not restart
+    assert spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_unknown_fields_and_wrong_types_are_errors(compose):
+    from llmops.clusters import kuberay
+
+    body = kuberay.raycluster_body(compose("quickstart", *BLOG))
+    body["spec"]["workerGroupSpecs"][0]["replica"] = 2  # typo
+    body["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    problems = kuberay.validate_body(body)
+    assert any("workerGroupSpecs.0" in p and "'replica'" in p for p in problems)
+    assert any("imagePullPolicy" in p for p in problems)
+    body["metadata"]["name"] = "9" + "a" * 60
+    assert any(p.startswith("metadata.name") for p in kuberay.validate_body(body))
+
+
+def test_derived_names_are_bounded_dns1035_and_deterministic(compose):
+    from llmops.clusters import kuberay
+    from llmops.config.validate import dns1035_problem
+
+    long_id = "2024-My_Recipe.with.a.very.long.name-and-more-words-" + "x" * 40
+    cfg = compose("quickstart", "cluster=codeflare", f"cluster.image={IMAGE}", f"run_id={long_id}")
+    a, b = kuberay.cluster_name(cfg), kuberay.cluster_name(cfg)
+    assert a == b and len(a) <= 53 and dns1035_problem(a, 53) is None
+    j = kuberay.rayjob_name(cfg)
+    assert len(j) <= 47 and dns1035_problem(j, 47) is None
+    other = compose("quickstart", "cluster=codeflare", f"cluster.image={IMAGE}", f"run_id={long_id}y")
+    assert kuberay.cluster_name(other) != a  # same prefix, different hash suffix
+
+
+@pytest.mark.parametrize("image,ok", [
+    (IMAGE, True), ("rayproject/ray:2.58.0-py311-gpu", True), ("ray:2.58", True),
+    ("rayproject/ray:2.52.1-py311-cu121", False), ("quay.io/modh/ray:latest", False),
+    ("quay.io/modh/ray@sha256:" + "a" * 64, False), ("quay.io/modh/ray", False),
+    ("registry:5000/ray:2.9.0", False),
+])
+def test_image_must_be_a_ray_258_tag(image, ok):
+    from llmops.clusters.kuberay import image_problem
+
+    assert (image_problem(image) is None) is ok
+
+
+def test_config_errors_name_the_key(compose):
+    with pytest.raises(ConfigError) as e:
+        compose("quickstart", "cluster=codeflare")
+    assert "cluster.image" in str(e.value) and "2.58" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        compose("quickstart", "cluster=codeflare", "cluster.image=rayproject/ray:2.41.0",
+                "cluster.name=Bad_Name", "cluster.namespace=No", "cluster.cpus_per_worker=4",
+                "cluster.worker_cpus=2")
+    msg = str(e.value)
+    for key in ("cluster.image", "cluster.name", "cluster.namespace", "cluster.cpus_per_worker"):
+        assert key in msg
+    assert "Ray 2.41" in msg
+    with pytest.raises(ConfigError) as e:
+        compose("quickstart", "cluster=codeflare", f"cluster.image={IMAGE}", "cluster.mode=rayjob",
+                "cluster.name=" + "a" * 50)
+    assert "at most 47" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        compose("quickstart", "cluster=codeflare", f"cluster.image={IMAGE}", "cluster.mode=rayjob",
+                "cluster.pass_secrets=true")
+    assert "cluster.pass_secrets" in str(e.value)
+
+
+def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatch, capsys):
+    """`llmops plan ... cluster=codeflare --out DIR`: no kubeconfig, no network, valid files."""
+    from llmops.clusters.codeflare import CodeflareBackend
+    from llmops.engine import RunContext
+    from llmops.plan import write_objects
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    import kubernetes.client
+
+    def refuse(*a, **k):
+        raise AssertionError("plan made an API call")
+
+    monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
+    cfg = compose("quickstart", *BLOG)
+    ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
+    plan = CodeflareBackend(cfg).plan(cfg, ctx)
+    assert plan["name"] == "gpt2-blog" and plan["deletes_after_run"] is True
+    paths = write_objects(plan["objects"], tmp_path / "out")
+    assert [p.name for p in paths] == ["00-raycluster-gpt2-blog.yaml"]
+    from llmops.clusters import kuberay
+
+    assert kuberay.validate_body(yaml.safe_load(paths[0].read_text())) == []
+    assert not (tmp_path / "r").exists()  # nothing written by the plan itself
+
+    job = compose("quickstart", *BLOG, "cluster.mode=rayjob")
+    jplan = CodeflareBackend(job).plan(job, ctx)
+    assert jplan["objects"][0]["kind"] == "RayJob"
