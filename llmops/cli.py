@@ -52,7 +52,7 @@ def cmd_run(argv: list[str]) -> int:
     recipe_ref, rest = _split_recipe(argv)
     from llmops.config import compose as c
 
-    recipe = c.find_recipe(recipe_ref)
+    recipe = c.find_recipe(recipe_ref, rest)
     hydra_flags, overrides = _split_hydra_flags(rest)
     if not any(f in hydra_flags for f in ("--info", "-i", "--help", "-h", "--hydra-help")):
         c.lint(recipe, overrides)

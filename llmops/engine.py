@@ -200,14 +200,20 @@ def mask_overrides(overrides: list[str]) -> list[str]:
 
 
 def provenance(cfg: DictConfig, overrides: list[str], recipe_path: Optional[Path] = None) -> dict:
+    from llmops.recipes import config_hash, recipe_hash
+
+    masked = secrets.mask(cfg)
     return {
         "run_id": str(cfg.run_id),
         "recipe": str(cfg.recipe),
         "recipe_path": str(recipe_path) if recipe_path else None,
+        # recipe_hash: the recipe file as written; config_hash: the composed config (labels carry both)
+        "recipe_hash": recipe_hash(recipe_path),
+        "config_hash": config_hash(masked),
         "overrides": mask_overrides(overrides),
         "versions": package_versions(),
         "git_commit": git_commit(Path(__file__).resolve().parent) or git_commit(Path.cwd()),
-        "config": secrets.mask(cfg),
+        "config": masked,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

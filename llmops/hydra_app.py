@@ -56,10 +56,19 @@ def main(recipe: Path, flags: list[str], overrides: list[str]) -> int:
 
     old = sys.argv
     sys.argv = argv
+    multirun = any(f in ("-m", "--multirun") for f in flags)
     try:
         _task()
+    except SystemExit as e:  # Hydra ends a sweep with a failed job this way
+        if not multirun:
+            raise
+        state["rc"] = e.code if isinstance(e.code, int) and e.code else 1
     finally:
         sys.argv = old
+        if multirun:
+            from llmops import sweeps
+
+            sweeps.finish()  # the summary, also when the sweep ended in an error
     return state["rc"]
 
 
@@ -78,6 +87,15 @@ def task(cfg, recipe: Path, overrides: list[str], state: dict):
     multirun = hc.mode == RunMode.MULTIRUN
     job_overrides = list(hc.overrides.task)
     try:
+        if multirun:  # sweep hooks: fail_fast, and one storage prefix per job (run_id)
+            from llmops import sweeps
+
+            sweeps.check_fail_fast(cfg)
+            if not any(o.split("=", 1)[0] == "run_id" for o in job_overrides):
+                from omegaconf import open_dict
+
+                with open_dict(cfg):
+                    cfg.run_id = f"{cfg.run_id}-j{hc.job.num}"
         source = c.lint(recipe, [o for o in job_overrides if not o.startswith("hydra.")])
         validate(cfg, source)
         out = engine.run(cfg, run_dir, overrides=job_overrides, recipe_path=recipe)

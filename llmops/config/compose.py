@@ -26,46 +26,49 @@ from llmops.errors import ConfigError, LLMOpsError
 
 RECIPE_PATH_ENV = "LLMOPS_RECIPE_PATH"
 CMDLINE = "command line"
+OVERLAY_GROUPS = ("sweep",)  # option groups that are not schema sections (conf/sweep/: -m overlays)
 
 
 # ----------------------------------------------------------------------------------- recipe path
-def recipe_dirs() -> list[Path]:
-    """Folders searched for recipes, first wins: $LLMOPS_RECIPE_PATH entries, then built-ins."""
-    dirs: list[Path] = []
-    for entry in os.environ.get(RECIPE_PATH_ENV, "").split(os.pathsep):
-        if entry.strip():
-            dirs.append(Path(entry).expanduser().resolve())
-    dirs.append(resources.recipes_dir())
-    return dirs
+# Sources (folders, S3 prefixes, team packages, built-ins) live in llmops.recipe_sources.
+def recipe_dirs(overrides: Iterable[str] = ()) -> list[Path]:
+    """Local folders searched for recipes, first wins ($LLMOPS_RECIPE_PATH, packages, built-ins)."""
+    from llmops import recipe_sources as rs
+
+    return [Path(s.location) for s in rs.sources(overrides) if not s.is_s3]
 
 
-def list_recipes() -> list[tuple[str, Path]]:
-    """(name, path) of every recipe on the path; a name shadowed by an earlier folder is skipped."""
-    seen: dict[str, Path] = {}
-    for d in recipe_dirs():
-        if not d.is_dir():
-            continue
-        for p in sorted(d.glob("*.yaml")):
-            seen.setdefault(p.stem, p)
-    return sorted(seen.items())
+def list_recipes(overrides: Iterable[str] = ()) -> list[tuple[str, Any]]:
+    """(name, location) of every recipe on the path; a name shadowed by an earlier source is skipped."""
+    from llmops import recipe_sources as rs
+
+    return [(n, Path(e.location) if not e.source.is_s3 else e.location)
+            for n, e in rs.all_recipes(overrides).items()]
 
 
-def find_recipe(ref: str) -> Path:
+def find_recipe(ref: str, overrides: Iterable[str] = ()) -> Path:
     """A recipe by name (searched on the recipe path) or by path to a .yaml file."""
+    from llmops import recipe_sources as rs
+
     looks_like_path = ref.endswith((".yaml", ".yml")) or os.sep in ref or ref.startswith(".")
-    if looks_like_path:
+    if looks_like_path and not ref.startswith("s3://"):
         p = Path(ref).expanduser()
         if not p.is_file():
             raise LLMOpsError(f"recipe file '{ref}' does not exist (expected a YAML file)")
         return p.resolve()
-    for d in recipe_dirs():
-        p = d / f"{ref}.yaml"
-        if p.is_file():
-            return p
-    names = [n for n, _ in list_recipes()]
+    found = rs.all_recipes(overrides)
+    if ref in found:
+        e = found[ref]
+        if e.shadowed:
+            import logging
+
+            logging.getLogger("llmops").warning("%s", rs.clash_message(e))
+        return e.source.fetch_recipe(ref)
+    names = list(found)
     hint = _did_you_mean(ref, names)
     raise LLMOpsError(
-        f"no recipe named '{ref}' on the recipe path ({', '.join(str(d) for d in recipe_dirs())})"
+        f"no recipe named '{ref}' on the recipe path "
+        f"({', '.join(s.location for s in rs.sources(overrides))})"
         f"{hint}; known recipes: {', '.join(names) or 'none'}"
     )
 
@@ -87,23 +90,27 @@ def load_yaml_file(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- options and schema
-def search_dirs(recipe: Optional[Path] = None) -> list[Path]:
+def search_dirs(recipe: Optional[Path] = None, overrides: Iterable[str] = ()) -> list[Path]:
     dirs = []
     if recipe is not None:
         dirs.append(recipe.parent)
-    dirs.extend(d for d in recipe_dirs() if d not in dirs)
+    dirs.extend(d for d in recipe_dirs(overrides) if d not in dirs)
     dirs.append(resources.conf_dir())
     return dirs
 
 
-def group_options(group: str, recipe: Optional[Path] = None) -> dict[str, Path]:
-    """Options of a config group: ``<dir>/<group>/<name>.yaml`` on the search path."""
-    found: dict[str, Path] = {}
-    for d in search_dirs(recipe):
-        gd = d / group
-        if gd.is_dir():
-            for p in sorted(gd.glob("*.yaml")):
-                found.setdefault(p.stem, p)
+def group_options(group: str, recipe: Optional[Path] = None,
+                  overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Options of a config group: ``<source>/<group>/<name>.yaml`` on the search path."""
+    from llmops import recipe_sources as rs
+
+    found: dict[str, Any] = {}
+    srcs = ([rs.RecipeSource("recipe", "recipe folder", str(recipe.parent))] if recipe else [])
+    srcs += rs.sources(overrides)
+    srcs.append(rs.RecipeSource("builtin", "llmops conf", str(resources.conf_dir())))
+    for s in srcs:
+        for name, loc in s.group_options(group).items():
+            found.setdefault(name, Path(loc) if not s.is_s3 else loc)
     return found
 
 
@@ -284,6 +291,9 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    from llmops import recipes as _recipes
+
+    _recipes.check_lock(recipe)
     problems: list[str] = []
     data = load_yaml_file(recipe)
     choices = base_choices()
@@ -311,8 +321,9 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
             continue
         values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
         group = key.lstrip("/")
-        if group in schema.GROUPS and o.package is None and all(isinstance(v, str) for v in values):
-            opts = group_options(group, recipe)
+        if ((group in schema.GROUPS or group in OVERLAY_GROUPS) and o.package is None
+                and all(isinstance(v, str) for v in values)):
+            opts = group_options(group, recipe, overrides)
             for v in values:
                 if v not in opts:
                     problems.append(
@@ -340,9 +351,10 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
 # ----------------------------------------------------------------------------------------- compose
 def hydra_searchpath_override(overrides: list[str], recipe: Path) -> list[str]:
     """Add llmops' conf/ (and the recipe path) to any hydra.searchpath the user gave."""
-    extra = [f"file://{d}" for d in recipe_dirs() if d != recipe.parent] + [
-        f"file://{resources.conf_dir()}"
-    ]
+    from llmops import recipe_sources as rs
+
+    extra = [s.hydra_entry() for s in rs.sources(overrides)
+             if s.is_s3 or Path(s.location) != recipe.parent] + [f"file://{resources.conf_dir()}"]
     rest, user = [], []
     for o in overrides:
         if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath":
@@ -356,7 +368,10 @@ def hydra_searchpath_override(overrides: list[str], recipe: Path) -> list[str]:
 
 def recipe_overrides(recipe: Path, overrides: list[str]) -> list[str]:
     """The overrides Hydra gets: the user's, the recipe name, the search path."""
-    user_set_recipe = any(o.split("=", 1)[0] == "recipe" for o in overrides)
+    from llmops import recipes as _recipes
+
+    user_set_recipe = (any(o.split("=", 1)[0] == "recipe" for o in overrides)
+                       or _recipes.is_locked(recipe))
     extra = [] if user_set_recipe else [f"recipe={recipe.stem}"]
     return hydra_searchpath_override(list(overrides) + extra, recipe)
 
@@ -369,7 +384,7 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
 
     schema.register()
     overrides = list(overrides or [])
-    recipe = find_recipe(recipe_ref)
+    recipe = find_recipe(recipe_ref, overrides)
     source = lint(recipe, overrides)
     GlobalHydra.instance().clear()
     try:

@@ -307,6 +307,17 @@ class PathsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun (`-m`) behaviour; read by the sweep summary and the launchers."""
+
+    fail_fast: bool = False  # true: after a failed job, jobs not yet started are not run
+    metric: str = "perplexity"  # train metric the summary ranks jobs by (state.json train.metrics)
+    direction: str = "minimize"  # minimize | maximize
+    prepare_once: bool = True  # ray launcher: prepare each distinct dataset once before the jobs
+    plot: bool = True  # write sweep.png (metric against each swept parameter)
+
+
+@dataclass
 class LLMOpsConfig:
     recipe: str = "quickstart"  # set by the CLI from the recipe file name
     run_name: str = "${recipe}"
@@ -321,6 +332,7 @@ class LLMOpsConfig:
     storage: StorageConfig = MISSING
     serving: ServingConfig = MISSING
     smoke_test: SmokeTestConfig = field(default_factory=SmokeTestConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 GROUPS: Dict[str, type] = {

@@ -78,6 +78,10 @@ def deploy(cfg: DictConfig, ctx) -> dict:
 
     uris = _export_uris(cfg, ctx)
     objects = render.render(cfg, ctx.run_id, ctx.recipe, uris)
+    recipe_hash = (ctx.extra.get("provenance") or {}).get("recipe_hash")
+    if recipe_hash:  # trace a served model to the recipe file that made it
+        for o in objects:
+            o.setdefault("metadata", {}).setdefault("labels", {})["llmops.io/recipe-hash"] = recipe_hash
     validate.validate_objects(objects)
     out_dir = Path(ctx.run_dir) / "deploy"
     for old in out_dir.glob("*.yaml") if out_dir.is_dir() else []:

@@ -1,0 +1,94 @@
+"""A 4-job sweep of the quickstart: the Ray launcher against Hydra's basic launcher.
+
+    python bench/bench_sweep.py [--jobs 4] [--train-blocks 512]
+
+Same jobs in both (training.lr over 4 values, a short training: dataset.max_train_blocks
+blocks, stages prepare_data,train), same machine, same run of this script. The data cache is
+warmed first so that neither sweep pays the tokenizer training; the basic launcher runs the jobs
+one after another in one process, the Ray launcher runs them side by side, each job in its own
+process with the CPUs its training needs (1 here).
+
+Prints:
+  ratio sweep_speedup_ray_vs_basic      basic wall time / Ray wall time (goal >= 1.5 on 2 cores)
+  figure sweep_outside_training_share   share of the Ray sweep's job time spent outside the
+                                        training loop (process start, imports, Ray and Ray Train
+                                        start-up, data loading, evaluation, checkpointing)
+and the wall times of both sweeps, with each job's train-stage and training-loop seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _util import ROOT, figure, ratio
+
+p = argparse.ArgumentParser()
+p.add_argument("--jobs", type=int, default=4)
+p.add_argument("--train-blocks", type=int, default=512)
+a = p.parse_args()
+
+LRS = ["1e-3", "2e-3", "3e-3", "5e-3", "7e-3", "1e-2", "2e-2", "3e-2"][: a.jobs]
+
+
+def sweep(tmp: Path, name: str, extra: list[str]) -> tuple[float, Path]:
+    out = tmp / name
+    cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", "-m", f"training.lr={','.join(LRS)}",
+           f"dataset.max_train_blocks={a.train_blocks}", "dataset.max_eval_blocks=16",
+           "training.eval_steps=1000", "stages=[prepare_data,train]",
+           f"paths.output_root={out}", f"paths.cache_dir={tmp / 'cache'}", f"storage.root={tmp / 'models'}",
+           *extra]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       cwd=tmp)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{name} sweep failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    (sd,) = list((out / "multirun").iterdir())
+    return wall, sd
+
+
+def job_times(sd: Path) -> list[dict]:
+    rows = []
+    for n in range(a.jobs):
+        rec = json.loads((sd / str(n) / "sweep_job.json").read_text())
+        st = json.loads((sd / str(n) / "state.json").read_text())["stages"]
+        m = st["train"]["outputs"]["metrics"]
+        rows.append({"job": n, "seconds": rec["seconds"], "train_stage": st["train"]["seconds"],
+                     "train_loop": m.get("train_runtime_s"), "perplexity": m.get("perplexity")})
+    return rows
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    warm = subprocess.run([sys.executable, "-m", "llmops.cli", "run", "quickstart",
+                           f"dataset.max_train_blocks={a.train_blocks}", "dataset.max_eval_blocks=16",
+                           "stages=[prepare_data]", f"hydra.run.dir={tmp / 'warm'}",
+                           f"paths.cache_dir={tmp / 'cache'}"],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp)
+    if warm.returncode != 0:
+        raise SystemExit(warm.stderr[-3000:])
+    basic_wall, basic_dir = sweep(tmp, "basic", [])
+    ray_wall, ray_dir = sweep(tmp, "ray", ["hydra/launcher=ray"])
+    basic_jobs, ray_jobs = job_times(basic_dir), job_times(ray_dir)
+
+for label, wall, jobs in (("basic", basic_wall, basic_jobs), ("ray", ray_wall, ray_jobs)):
+    print(f"# {label} launcher: {wall:.1f} s wall for {a.jobs} jobs")
+    for j in jobs:
+        print(f"#   job {j['job']}: {j['seconds']:.1f} s (train stage {j['train_stage']:.1f} s, "
+              f"training loop {j['train_loop'] or 0:.1f} s), perplexity {j['perplexity']:.4g}")
+
+loop = sum(j["train_loop"] or 0 for j in ray_jobs)
+total = sum(j["seconds"] for j in ray_jobs)
+figure("sweep_basic_wall_s", basic_wall, "s")
+figure("sweep_ray_wall_s", ray_wall, "s")
+figure("sweep_outside_training_share", 1 - loop / total if total else 0.0)
+figure("sweep_basic_outside_training_share",
+       1 - sum(j["train_loop"] or 0 for j in basic_jobs) / sum(j["seconds"] for j in basic_jobs))
+ratio("sweep_speedup_ray_vs_basic", basic_wall / ray_wall)

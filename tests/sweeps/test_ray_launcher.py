@@ -1,0 +1,71 @@
+"""`hydra/launcher=ray` through the real CLI: parallel jobs, data prepared once, failures, promote."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.recipes.conftest import run_cli
+
+
+def _base(tmp_path: Path, cache: Path) -> list[str]:
+    return [f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={cache}",
+            f"storage.root={tmp_path / 'models'}"]
+
+
+def _sweep_dir(out: Path) -> Path:
+    (d,) = sorted((out / "multirun").iterdir())
+    return d
+
+
+def _rows(sd: Path) -> list[dict]:
+    with open(sd / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shared_cache):
+    r = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3",
+                "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8", "training.eval_steps=4",
+                "stages=[prepare_data,train,export]", *_base(tmp_path, shared_cache), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sd = _sweep_dir(tmp_path / "out")
+    rows = _rows(sd)
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert all(float(row["perplexity"]) > 1 and float(row["tokens_per_s"]) > 0 for row in rows)
+    assert sorted(row["best"] for row in rows) == ["", "*"]
+    best = min(rows, key=lambda row: float(row["perplexity"]))
+    assert best["best"] == "*"
+    assert "2 completed, 0 failed" in r.stdout and "best (*): job" in r.stdout
+
+    # the dataset was tokenized once, before the jobs; both jobs found it in the cache
+    assert len(list((sd / ".prepare").iterdir())) == 1
+    recs = [json.loads((sd / str(n) / "sweep_job.json").read_text()) for n in (0, 1)]
+    states = [json.loads((sd / str(n) / "state.json").read_text()) for n in (0, 1)]
+    assert all(s["stages"]["prepare_data"]["outputs"]["cache_hit"] for s in states)
+    # the two jobs ran at the same time, each on its own CPU
+    assert recs[0]["started"] < recs[1]["ended"] and recs[1]["started"] < recs[0]["ended"]
+    assert [rec["cpus"] for rec in recs] == [1, 1]
+    # each job stored its model under its own prefix
+    uris = {s["stages"]["export"]["outputs"]["model_uri"] for s in states}
+    assert len(uris) == 2
+
+    rep = run_cli("sweep", "report", str(sd))
+    assert rep.returncode == 0 and "2 completed, 0 failed" in rep.stdout
+
+
+@pytest.mark.slow
+def test_ray_launcher_failure_with_fail_fast_leaves_the_rest_not_run(tmp_path, shared_cache):
+    r = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "dataset.max_train_blocks=-1,16",
+                "sweep.fail_fast=true", "stages=[prepare_data]", *_base(tmp_path, shared_cache),
+                timeout=600)
+    assert r.returncode == 1
+    sd = _sweep_dir(tmp_path / "out")
+    rows = _rows(sd)
+    assert [row["status"] for row in rows] == ["failed", "not run"]
+    assert "dataset.max_train_blocks" in rows[0]["error"]
+    assert "sweep.fail_fast=true and job 0 failed" in rows[1]["error"]
+    assert not (sd / "1" / "state.json").exists()
