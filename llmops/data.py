@@ -446,7 +446,8 @@ def _check_inputs(cfg) -> None:
     d = cfg.dataset
     if src == "hub":
         if not d.name:
-            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, e.g. wikitext")
+            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, "
+                              "e.g. wikitext")
         return
     if src == "wikitext_raw":
         if not d.dir:
@@ -663,11 +664,19 @@ def tokenize(backend, splits: dict[str, list[str]], num_proc: int = 1) -> dict[s
 
 
 def _pool_init(n: int, tok_json: str):
+    """n tokenizer processes, each single-threaded (n processes share the cores, not n x cores)."""
     import multiprocessing as mp
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers only
+    try:
+        return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 # -------------------------------------------------------------------------------------- grouping
