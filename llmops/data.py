@@ -853,8 +853,6 @@ def prepare(cfg, ctx=None) -> dict:
     tokenizer and row settings) and ``data/<key>`` the blocks (that key plus the block settings),
     so a change of block_size, group_by or caps regroups without tokenizing again.
     """
-    import numpy as np
-
     t0 = time.time()
     _check_inputs(cfg)
     key, parts = fingerprint(cfg)
@@ -865,6 +863,8 @@ def prepare(cfg, ctx=None) -> dict:
         _check_context(cfg, spec, int(meta["block_size"]), meta.get("model_max_length"))
         log.info("prepare_data: cache hit %s (%.2f s)", entry, time.time() - t0)
         return _outputs(meta, entry, True)
+
+    import numpy as np
 
     d = cfg.dataset
     block_size = int(d.block_size)
