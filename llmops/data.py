@@ -449,7 +449,8 @@ def _check_inputs(cfg) -> None:
     d = cfg.dataset
     if src == "hub":
         if not d.name:
-            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, e.g. wikitext")
+            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, "
+                              "e.g. wikitext")
         return
     if src == "wikitext_raw":
         if not d.dir:
@@ -666,11 +667,19 @@ def tokenize(backend, splits: dict[str, list[str]], num_proc: int = 1) -> dict[s
 
 
 def _pool_init(n: int, tok_json: str):
+    """n tokenizer processes, each single-threaded (n processes share the cores, not n x cores)."""
     import multiprocessing as mp
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers only
+    try:
+        return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 # -------------------------------------------------------------------------------------- grouping
@@ -847,8 +856,6 @@ def prepare(cfg, ctx=None) -> dict:
     tokenizer and row settings) and ``data/<key>`` the blocks (that key plus the block settings),
     so a change of block_size, group_by or caps regroups without tokenizing again.
     """
-    import numpy as np
-
     t0 = time.time()
     _check_inputs(cfg)
     key, parts = fingerprint(cfg)
@@ -859,6 +866,8 @@ def prepare(cfg, ctx=None) -> dict:
         _check_context(cfg, spec, int(meta["block_size"]), meta.get("model_max_length"))
         log.info("prepare_data: cache hit %s (%.2f s)", entry, time.time() - t0)
         return _outputs(meta, entry, True)
+
+    import numpy as np
 
     d = cfg.dataset
     block_size = int(d.block_size)
