@@ -80,7 +80,7 @@ class S3Settings:
     ca_bundle: Optional[str] = None
     profile: Optional[str] = None
     create_bucket: bool = False
-    multipart_threshold_mb: float = 64
+    multipart_threshold_mb: float = 16
     multipart_chunk_mb: float = 16
     max_concurrency: int = 8
     max_attempts: int = 5
@@ -169,7 +169,10 @@ def _md5_b64(data: bytes) -> str:
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        out = bytearray()
+        data = os.pread(fd, length, offset)  # one read for a regular file; loop only if short
+        if len(data) == length:
+            return data
+        out = bytearray(data)
         while len(out) < length:
             b = os.pread(fd, length - len(out), offset + len(out))
             if not b:
