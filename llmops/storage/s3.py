@@ -268,6 +268,12 @@ class S3Store:
                 verify: Any = self.s.verify
                 if self.s.verify and self.s.ca_bundle:
                     verify = str(Path(self.s.ca_bundle).expanduser())
+                if not self.s.verify:
+                    import warnings
+
+                    # said once here rather than by urllib3 on every request
+                    log.warning("TLS certificates of %s are not verified (storage.verify=false)", self.endpoint)
+                    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
                 session = self.session()
                 creds = session.get_credentials()
                 if creds is not None:  # scrub them from every log line and error message
