@@ -470,11 +470,13 @@ class S3Store:
             # from here on the prefix is incomplete until the new manifest lands
             self._call("delete", bucket, mkey, lambda: self.client.delete_object(Bucket=bucket, Key=mkey))
 
+        # objects already there with the right size: is their content ours? (sha256 in metadata)
+        same_size = [r for r, m in files.items() if existing.get(prefix + r, {}).get("size") == m["size"]]
+        with ThreadPoolExecutor(max_workers=max(1, int(self.s.max_concurrency))) as ex:
+            remote = dict(zip(same_size, ex.map(lambda r: self._remote_sha(bucket, prefix + r), same_size)))
         todo = []
         for rel, meta in files.items():
-            key = prefix + rel
-            have = existing.get(key)
-            if have is not None and have["size"] == meta["size"] and self._remote_sha(bucket, key) == meta["sha256"]:
+            if remote.get(rel) == meta["sha256"]:
                 stats.add(files_skipped=1)
                 continue
             todo.append(rel)
