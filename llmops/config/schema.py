@@ -223,7 +223,7 @@ class StorageConfig:
     ca_bundle: Optional[str] = None  # PEM file of the endpoint's CA
     profile: Optional[str] = None  # named profile in ~/.aws/{config,credentials}
     create_bucket: bool = False
-    multipart_threshold_mb: int = 64  # files at least this big go in parts
+    multipart_threshold_mb: int = 16  # files at least this big go in parts (resumable by part)
     multipart_chunk_mb: int = 16  # part size (S3 minimum: 5)
     max_concurrency: int = 8  # parallel requests (files and parts share them)
     max_attempts: int = 5  # per request, on transient errors (connection, 5xx, throttling)
