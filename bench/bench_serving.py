@@ -113,6 +113,8 @@ def tiny_model(tmp: Path) -> Path:
 
 
 def bench_serve(requests: int, max_tokens: int, tmp: Path) -> None:
+    import torch
+
     from llmops.serving import client, server
 
     folder = tiny_model(tmp)
