@@ -34,6 +34,7 @@ p.add_argument("--jobs", type=int, default=4)
 p.add_argument("--train-blocks", type=int, default=512)
 a = p.parse_args()
 
+LOAD: dict = {}
 LRS = ["1e-3", "2e-3", "3e-3", "5e-3", "7e-3", "1e-2", "2e-2", "3e-2"][: a.jobs]
 
 
@@ -48,6 +49,7 @@ def sweep(tmp: Path, name: str, extra: list[str]) -> tuple[float, Path]:
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        cwd=tmp)
     wall = time.perf_counter() - t0
+    LOAD[name] = os.getloadavg()[1]  # 5-minute load average at the end: other work on the machine
     if r.returncode != 0:
         raise SystemExit(f"{name} sweep failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     (sd,) = list((out / "multirun").iterdir())
@@ -79,7 +81,8 @@ with tempfile.TemporaryDirectory() as tmp:
     basic_jobs, ray_jobs = job_times(basic_dir), job_times(ray_dir)
 
 for label, wall, jobs in (("basic", basic_wall, basic_jobs), ("ray", ray_wall, ray_jobs)):
-    print(f"# {label} launcher: {wall:.1f} s wall for {a.jobs} jobs")
+    print(f"# {label} launcher: {wall:.1f} s wall for {a.jobs} jobs "
+          f"(5-min load average at the end {LOAD[label]:.1f} on {os.cpu_count()} CPUs)")
     for j in jobs:
         print(f"#   job {j['job']}: {j['seconds']:.1f} s (train stage {j['train_stage']:.1f} s, "
               f"training loop {j['train_loop'] or 0:.1f} s), perplexity {j['perplexity']:.4g}")

@@ -56,6 +56,24 @@ def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shar
     rep = run_cli("sweep", "report", str(sd))
     assert rep.returncode == 0 and "2 completed, 0 failed" in rep.stdout
 
+    # promote: deploy the best job's model with the recipe's serving config (vllm, rendered)
+    best_dir = sd / best["job"]
+    train_before = states[int(best["job"])]["stages"]["train"]
+    pro = run_cli("promote", str(sd), timeout=600)
+    assert pro.returncode == 0, pro.stdout[-2000:] + pro.stderr[-2000:]
+    promoted = json.loads((sd / "promoted.json").read_text())
+    assert promoted["job"] == int(best["job"]) and promoted["run_dir"] == str(best_dir)
+    after = json.loads((best_dir / "state.json").read_text())["stages"]
+    assert after["deploy"]["status"] == "done" and after["smoke_test"]["status"] == "done"
+    assert after["train"] == train_before  # not retrained
+    isvc = next(Path(m) for m in after["deploy"]["outputs"]["manifests"] if "inferenceservice" in m)
+    import yaml
+
+    labels = yaml.safe_load(isvc.read_text())["metadata"]["labels"]
+    prov = json.loads((best_dir / "provenance.json").read_text())
+    assert labels["llmops.io/recipe-hash"] == prov["recipe_hash"]
+    assert labels["llmops.io/recipe"] == "quickstart"
+
 
 @pytest.mark.slow
 def test_ray_launcher_failure_with_fail_fast_leaves_the_rest_not_run(tmp_path, shared_cache):
