@@ -1,7 +1,7 @@
 """Validate rendered objects strictly, offline.
 
-KServe kinds against the CRDs in the shared schema folder (``../shared/schemas/kserve`` next to
-the repository, or ``$LLMOPS_SCHEMAS_DIR``), closed the way the API server closes them with
+KServe kinds against the CRDs llmops ships (``schemas/kserve``, copies of ../shared/schemas) or
+those in ``$LLMOPS_SCHEMAS_DIR``, closed the way the API server closes them with
 ``fieldValidation=Strict``: every object schema that lists ``properties`` rejects other keys
 unless it says ``x-kubernetes-preserve-unknown-fields``. Core kinds (Namespace, Secret,
 ServiceAccount) with ``kubernetes-validate`` in strict mode. Metadata (names, labels,
@@ -38,16 +38,11 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def schemas_dir() -> Path:
-    env = os.environ.get(SCHEMAS_ENV)
-    if env:
-        d = Path(env).expanduser()
-        where = f"${SCHEMAS_ENV}={env}"
-    else:
-        from llmops.resources import _PKG
+    from llmops import resources
 
-        d = _PKG.parent.parent / "shared" / "schemas"
-        where = f"{d} (the shared folder next to the repository; set ${SCHEMAS_ENV} to point elsewhere)"
+    d = resources.schemas_dir()
     if not (d / "kserve").is_dir():
+        where = f"${SCHEMAS_ENV}={d}" if os.environ.get(SCHEMAS_ENV) else str(d)
         raise LLMOpsError(f"CRD schemas not found: {where} has no kserve/ folder; the KServe CRDs "
                           "are needed to validate serving manifests")
     return d

@@ -276,7 +276,7 @@ def test_plan_imports_no_heavy_module(tmp_path):
     root = Path(__file__).resolve().parents[2]
     code = ("import sys; from llmops.cli import main; "
             f"rc = main(['plan', 'quickstart', 'serving=caikit_tgis', 'stages=[deploy,smoke_test]', "
-            f"'storage.kind=s3', 'storage.bucket=b', 'paths.output_root={tmp_path}']); "
+            f"'storage.kind=s3', 'storage.bucket=models', 'paths.output_root={tmp_path}']); "
             "heavy = [m for m in ('torch', 'transformers', 'kubernetes', 'grpc', 'ray') if m in sys.modules]; "
             "print('HEAVY', heavy); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
