@@ -298,6 +298,8 @@ class SmokeTestConfig:
     max_new_tokens: int = 20
     target: str = "local"  # local: load the export in-process | endpoint: call the deployed model
     retries: int = 5
+    temperature: float = 0.0  # 0: greedy; > 0: sampled (OpenAI-style APIs)
+    seed: Optional[int] = None  # with temperature > 0: the same reply every time
 
 
 @dataclass
