@@ -67,6 +67,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     common = [f"paths.output_root={work / 'outputs'}", f"paths.cache_dir={work / 'cache'}",
+              f"storage.root={work / 'models'}",
               "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8",
               f"training.max_steps={args.steps}", f"training.eval_steps={args.steps}",
               "training.logging_steps=1", "cluster.num_workers=1"]
@@ -91,6 +92,9 @@ def main() -> None:
                        work / "ray-1", prep_state)
     finally:
         stop_head(head)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
 
     figure("local_first_step_s", local["first_step_s"], "s")
     figure("local_end_to_end_s", local["end_to_end_s"], "s")

@@ -88,6 +88,9 @@ def main() -> int:
     import numpy  # noqa: F401
     import transformers  # noqa: F401
 
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(tokdir))  # pulls in the rest of transformers (and torch)
     datasets.disable_progress_bars()
     from llmops import data
     from llmops.config.compose import compose, strip_hydra

@@ -64,6 +64,15 @@ def start_server() -> tuple[subprocess.Popen, str]:
     raise SystemExit("moto_server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", data=b"", method="POST"), timeout=30)
 
@@ -98,24 +107,25 @@ def store(url: str, bucket: str):
                               create_bucket=True))  # every other knob: the conf/storage/s3.yaml defaults
 
 
-def run_baseline(url: str, src: Path, bucket: str, prefix: str) -> float:
+def run_baseline(url: str, src: Path, bucket: str, prefix: str, server_pid: int) -> tuple[float, float]:
+    """(wall seconds, client + server CPU seconds)"""
     c = client(url)
     c.create_bucket(Bucket=bucket)  # client made and connected before the clock starts
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time() + cpu_seconds(server_pid), time.perf_counter()
     for p in sorted(src.rglob("*")):
         if p.is_file():
             c.upload_file(str(p), bucket, prefix + p.relative_to(src).as_posix())
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() + cpu_seconds(server_pid) - cpu0
 
 
-def run_llmops(url: str, src: Path, bucket: str, prefix: str) -> float:
+def run_llmops(url: str, src: Path, bucket: str, prefix: str, server_pid: int) -> tuple[float, float]:
     st = store(url, bucket)
     st.client.list_buckets()  # client made and connected before the clock starts, as for the baseline
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time() + cpu_seconds(server_pid), time.perf_counter()
     st.put_dir(src, f"s3://{bucket}/{prefix}")
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() + cpu_seconds(server_pid) - cpu0
     assert st.last_stats.bytes_sent == st.last_stats.bytes_total
-    return dt
+    return dt, cpu
 
 
 def stored_bytes(url: str, bucket: str, prefix: str) -> int:
@@ -242,13 +252,19 @@ def main() -> int:
             src = Path(tmp) / "model"
             total = make_model(src, a.mb)
             print(f"# {total / 1e6:.1f} MB in {len(list(src.iterdir()))} files; moto server at {url}")
-            base, mine = [], []
+            base, mine, base_cpu, mine_cpu = [], [], [], []
             for i in range(a.reps):  # alternate, so that both see the same machine state
                 reset(url)
-                base.append(run_baseline(url, src, f"bench-base-{i}", "models/run/hf/"))
+                w, c = run_baseline(url, src, f"bench-base-{i}", "models/run/hf/", proc.pid)
+                base.append(w)
+                base_cpu.append(c)
                 reset(url)
-                mine.append(run_llmops(url, src, f"bench-llmops-{i}", "models/run/hf/"))
-                print(f"# rep {i}: baseline {base[-1]:.2f} s, llmops {mine[-1]:.2f} s")
+                w, c = run_llmops(url, src, f"bench-llmops-{i}", "models/run/hf/", proc.pid)
+                mine.append(w)
+                mine_cpu.append(c)
+                print(f"# rep {i}: baseline {base[-1]:.2f} s ({base_cpu[-1]:.2f} CPU s), "
+                      f"llmops {mine[-1]:.2f} s ({mine_cpu[-1]:.2f} CPU s); load average "
+                      f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             reset(url)
             resent, at_kill, resume_s = run_resume(url, src, total)
             reset(url)
@@ -260,6 +276,9 @@ def main() -> int:
     print(f"figure upload_baseline_MBps={b_mbps:.1f} MB/s")
     print(f"figure upload_llmops_MBps={l_mbps:.1f} MB/s")
     print(f"ratio upload_speed_vs_boto3_single_thread={l_mbps / b_mbps:.2f}")
+    # client + server CPU per upload: steadier than wall time on a shared machine
+    print(f"figure upload_cpu_baseline_s={min(base_cpu):.2f} s")
+    print(f"figure upload_cpu_llmops_s={min(mine_cpu):.2f} s")
     print(f"# upload cut after half the bytes: {at_kill / 1e6:.1f} MB of {mb:.1f} MB stored; "
           f"rerun took {resume_s:.2f} s")
     print(f"figure resume_bytes_sent={resent} bytes")

@@ -44,7 +44,7 @@ from llmops.errors import LLMOpsError
 
 log = logging.getLogger("llmops.data")
 
-CACHE_VERSION = 1  # bump when the on-disk layout or the grouping changes
+CACHE_VERSION = 2  # bump when what a source yields changes (stdlib_docs: one line per paragraph)  # bump when the on-disk layout or the grouping changes
 SPLITS = ("train", "validation")
 EOT = "<|endoftext|>"
 ENCODE_CHUNK = 20_000  # rows per encode_batch call (does not change the result)
@@ -348,11 +348,14 @@ def _stdlib_doc(path: Path) -> str:
         node = stack.pop()
         doc = ast.get_docstring(node, clean=True)
         if doc:
-            parts.append(doc.strip())
+            # one line per paragraph: docstrings wrap at ~72 columns, and a corpus made of those
+            # line breaks teaches a tiny model that the likeliest next token is a newline
+            paras = (" ".join(p.split()) for p in doc.strip().split("\n\n"))
+            parts.append("\n".join(p for p in paras if p))
         body = [c for c in getattr(node, "body", [])
                 if isinstance(c, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
         stack.extend(reversed(body))
-    return "\n\n".join(parts) + "\n\n" if parts else ""
+    return "\n".join(parts) + "\n" if parts else ""
 
 
 def stdlib_documents(num_proc: int = 1, files: Optional[list[Path]] = None) -> list[str]:
@@ -446,7 +449,8 @@ def _check_inputs(cfg) -> None:
     d = cfg.dataset
     if src == "hub":
         if not d.name:
-            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, e.g. wikitext")
+            raise LLMOpsError("dataset.name is null: dataset.source=hub needs a hub dataset id, "
+                              "e.g. wikitext")
         return
     if src == "wikitext_raw":
         if not d.dir:
@@ -663,11 +667,19 @@ def tokenize(backend, splits: dict[str, list[str]], num_proc: int = 1) -> dict[s
 
 
 def _pool_init(n: int, tok_json: str):
+    """n tokenizer processes, each single-threaded (n processes share the cores, not n x cores)."""
     import multiprocessing as mp
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers only
+    try:
+        return mp.get_context(method).Pool(n, initializer=_worker_init, initargs=(tok_json,))
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 # -------------------------------------------------------------------------------------- grouping
@@ -844,8 +856,6 @@ def prepare(cfg, ctx=None) -> dict:
     tokenizer and row settings) and ``data/<key>`` the blocks (that key plus the block settings),
     so a change of block_size, group_by or caps regroups without tokenizing again.
     """
-    import numpy as np
-
     t0 = time.time()
     _check_inputs(cfg)
     key, parts = fingerprint(cfg)
@@ -856,6 +866,8 @@ def prepare(cfg, ctx=None) -> dict:
         _check_context(cfg, spec, int(meta["block_size"]), meta.get("model_max_length"))
         log.info("prepare_data: cache hit %s (%.2f s)", entry, time.time() - t0)
         return _outputs(meta, entry, True)
+
+    import numpy as np
 
     d = cfg.dataset
     block_size = int(d.block_size)

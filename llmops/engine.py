@@ -219,6 +219,40 @@ def provenance(cfg: DictConfig, overrides: list[str], recipe_path: Optional[Path
 
 
 # ------------------------------------------------------------------------------------------- run
+PATH_KEYS = ("paths.output_root", "paths.cache_dir", "storage.root", "storage.mount_path",
+             "storage.ca_bundle", "dataset.dir")
+MAYBE_LOCAL_KEYS = ("model.name_or_path", "model.tokenizer", "dataset.name")
+
+
+def absolute_paths(cfg: DictConfig, base: Optional[Path] = None) -> None:
+    """Make every local path in `cfg` absolute (against the working directory), in place.
+
+    Workers run elsewhere (Ray sets their working directory to its session folder): a relative
+    `storage.root` would put the model there instead of beside the user's outputs.
+    """
+    from omegaconf import open_dict
+
+    base = Path(base or os.getcwd())
+
+    def fix(value: str) -> str:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    with open_dict(cfg):
+        for key in PATH_KEYS:
+            v = OmegaConf.select(cfg, key)
+            if isinstance(v, str) and v and "://" not in v:
+                OmegaConf.update(cfg, key, fix(v))
+        for key in MAYBE_LOCAL_KEYS:  # a hub id stays as it is
+            v = OmegaConf.select(cfg, key)
+            if isinstance(v, str) and v.startswith(("./", "../", "~")):
+                OmegaConf.update(cfg, key, fix(v))
+        for key in ("dataset.train_files", "dataset.eval_files"):
+            v = OmegaConf.select(cfg, key)
+            if v:
+                OmegaConf.update(cfg, key, [fix(str(x)) for x in v], merge=False)
+
+
 def open_run(cfg: DictConfig, run_dir: Path) -> RunContext:
     """The context for a run in `run_dir`; an existing state.json keeps its run id."""
     run_dir = Path(run_dir).resolve()
@@ -237,6 +271,7 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Optional[list[str]] = None
         recipe_path: Optional[Path] = None) -> dict:
     """Run the selected stages in `run_dir`. Returns {"state": ..., "result": perplexity or None}."""
     _load_stages()
+    absolute_paths(cfg)
     ctx = open_run(cfg, run_dir)
     state = ctx.state
     assert state is not None
@@ -314,6 +349,7 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Optional[list[str]] = None
 def plan(cfg: DictConfig, run_dir: Optional[Path] = None) -> list[dict]:
     """What each selected stage would do and write. No side effects."""
     _load_stages()
+    absolute_paths(cfg)
     rd = Path(run_dir) if run_dir else Path(str(cfg.paths.output_root)) / str(cfg.run_id)
     ctx = RunContext(run_dir=rd.resolve(), run_id=str(cfg.run_id), recipe=str(cfg.recipe),
                      dry_run=True)

@@ -27,3 +27,20 @@ def recipes_dir() -> Path:
 
 def templates_dir() -> Path:
     return _find("templates")
+
+
+SCHEMAS_ENV = "LLMOPS_SCHEMAS_DIR"
+
+
+def schemas_dir() -> Path:
+    """CRD schemas (kserve/, kuberay/): $LLMOPS_SCHEMAS_DIR, else the copy llmops ships.
+
+    The shipped copy is the published CRDs as they are (schemas/PROVENANCE.md says which
+    commits); a test checks it against ../shared/schemas where that folder exists.
+    """
+    import os
+
+    env = os.environ.get(SCHEMAS_ENV)
+    if env:
+        return Path(env).expanduser()
+    return _find("schemas")

@@ -63,7 +63,9 @@ def _local(cfg: DictConfig, ctx) -> dict:
         model = server.LocalModel(folder)
         with server.BackgroundServer(model, name) as url:
             return client.complete(url, str(cfg.smoke_test.prompt), api="openai",
-                                   max_tokens=int(cfg.smoke_test.max_new_tokens), model=name,
+                                   max_tokens=int(cfg.smoke_test.max_new_tokens),
+                                   temperature=float(cfg.smoke_test.temperature),
+                                   seed=cfg.smoke_test.seed, model=name,
                                    retries=int(cfg.smoke_test.retries), retry_interval_s=0.5)
 
 
@@ -77,7 +79,9 @@ def _endpoint(cfg: DictConfig, ctx) -> dict:
                           "no url (set serving.apply=true)")
     api = client.api_for(str(dep.get("runtime", _kind(cfg))), str(dep.get("protocol", "http")))
     return client.complete(str(dep["url"]), str(cfg.smoke_test.prompt), api=api,
-                           max_tokens=int(cfg.smoke_test.max_new_tokens), model=dep.get("isvc"),
+                           max_tokens=int(cfg.smoke_test.max_new_tokens),
+                                   temperature=float(cfg.smoke_test.temperature),
+                                   seed=cfg.smoke_test.seed, model=dep.get("isvc"),
                            retries=int(cfg.smoke_test.retries), retry_interval_s=5.0)
 
 

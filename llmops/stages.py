@@ -8,7 +8,10 @@ from llmops.engine import RunContext, stage
 
 
 def _data_inputs(cfg: DictConfig):
-    return {"dataset": cfg.dataset, "tokenizer": cfg.model.tokenizer,
+    from llmops import data
+
+    # the content fingerprint: a changed data file reruns the stage even if the config did not
+    return {"content": data.fingerprint(cfg)[0], "dataset": cfg.dataset, "tokenizer": cfg.model.tokenizer,
             "name_or_path": cfg.model.name_or_path,
             "train_tokenizer_vocab": cfg.model.train_tokenizer_vocab, "seed": cfg.seed}
 

@@ -348,7 +348,8 @@ class CodeflareBackend:
         rt = runtime_env(cfg, job_dir, env, self.extra_py_modules)
         return submit_and_follow(self.client, cfg, ctx, address=self.dashboard,
                                  entrypoint=f"{self._entrypoint()} payload.json", runtime_env=rt,
-                                 submission_id=submission_id(cfg), echo=self.echo)
+                                 submission_id=submission_id(cfg), echo=self.echo,
+                                 key="cluster.dashboard_url (the RayCluster's dashboard)")
 
     def _run_rayjob(self, cfg, ctx) -> dict:
         from llmops.clusters.ray_jobs import job_config, run_info

@@ -23,8 +23,6 @@ RAYCLUSTER_MAX = 53
 RAYJOB_MAX = 47
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
-SCHEMA_DIRS = [Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "kuberay",
-               Path(__file__).resolve().parents[2] / "schemas" / "kuberay"]
 
 
 def _v(x: Any) -> Any:
@@ -235,10 +233,13 @@ def rayjob_body(cfg, entrypoint: str, runtime_env: dict, name: Optional[str] = N
 
 # ------------------------------------------------------------------------------------- validation
 def schema_dir() -> Path:
-    for d in SCHEMA_DIRS:
-        if (d / "ray.io_rayclusters.yaml").is_file():
-            return d
-    raise LLMOpsError("KubeRay CRD schemas not found; looked in " + ", ".join(map(str, SCHEMA_DIRS)))
+    from llmops import resources
+
+    d = resources.schemas_dir() / "kuberay"
+    if not (d / "ray.io_rayclusters.yaml").is_file():
+        raise LLMOpsError(f"KubeRay CRD schemas not found in {d} (set $LLMOPS_SCHEMAS_DIR to a folder "
+                          "holding kuberay/ray.io_rayclusters.yaml and ray.io_rayjobs.yaml)")
+    return d
 
 
 @functools.lru_cache(maxsize=None)

@@ -210,12 +210,12 @@ def _ask_stop(job_id: str) -> bool:
 
 def submit_and_follow(client, cfg, ctx, *, address: str, entrypoint: str, runtime_env: dict,
                       submission_id: str, echo: Callable[[str], None] = None,
-                      ask: Callable[[str], bool] = _ask_stop, on_event: Callable = None) -> dict:
+                      ask: Callable[[str], bool] = _ask_stop, on_event: Callable = None,
+                      key: str = "cluster.address") -> dict:
     """Submit, follow status and logs to a final state, return the job's result dict."""
     c = cfg.cluster
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     on_event = on_event or (lambda name, t: None)
-    key = "cluster.address"
     try:
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                    submission_id=submission_id)

@@ -223,7 +223,7 @@ class StorageConfig:
     ca_bundle: Optional[str] = None  # PEM file of the endpoint's CA
     profile: Optional[str] = None  # named profile in ~/.aws/{config,credentials}
     create_bucket: bool = False
-    multipart_threshold_mb: int = 64  # files at least this big go in parts
+    multipart_threshold_mb: int = 16  # files at least this big go in parts (resumable by part)
     multipart_chunk_mb: int = 16  # part size (S3 minimum: 5)
     max_concurrency: int = 8  # parallel requests (files and parts share them)
     max_attempts: int = 5  # per request, on transient errors (connection, 5xx, throttling)
@@ -298,6 +298,8 @@ class SmokeTestConfig:
     max_new_tokens: int = 20
     target: str = "local"  # local: load the export in-process | endpoint: call the deployed model
     retries: int = 5
+    temperature: float = 0.0  # 0: greedy; > 0: sampled (OpenAI-style APIs)
+    seed: Optional[int] = None  # with temperature > 0: the same reply every time
 
 
 @dataclass

@@ -81,8 +81,11 @@ def post_json(url: str, body: dict, timeout: float) -> dict:
         raise LLMOpsError(f"{url} answered with something that is not JSON: {raw[:200]!r}") from None
 
 
-def _openai(base: str, path: str, prompt: str, max_tokens: int, model: Optional[str], timeout: float) -> dict:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+def _openai(base: str, path: str, prompt: str, max_tokens: int, model: Optional[str], timeout: float,
+            temperature: float = 0.0, seed: Optional[int] = None) -> dict:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
+    if seed is not None:
+        body["seed"] = seed
     if model:
         body["model"] = model
     r = post_json(base.rstrip("/") + path, body, timeout)
@@ -237,8 +240,12 @@ def _grpc_call(url: str, method: str, payload: bytes, metadata: list, timeout: f
 # ------------------------------------------------------------------------------------- complete
 def complete(url: str, prompt: str, *, api: str = "openai", max_tokens: int = 32,
              model: Optional[str] = None, timeout: float = 60.0, retries: int = 5,
-             retry_interval_s: float = 2.0) -> dict:
-    """Send one completion request, retrying while the server warms up."""
+             retry_interval_s: float = 2.0, temperature: float = 0.0,
+             seed: Optional[int] = None) -> dict:
+    """Send one completion request, retrying while the server warms up.
+
+    temperature/seed reach the OpenAI-style APIs (vLLM, the HF server, `llmops serve`); the
+    Caikit and TGIS calls decode greedily."""
     if not url:
         raise LLMOpsError("no URL to call")
     attempt = 0
@@ -248,9 +255,10 @@ def complete(url: str, prompt: str, *, api: str = "openai", max_tokens: int = 32
         t0 = time.perf_counter()
         try:
             if api == "openai":
-                r = _openai(url, "/v1/completions", prompt, max_tokens, model, timeout)
+                r = _openai(url, "/v1/completions", prompt, max_tokens, model, timeout, temperature, seed)
             elif api == "hf-openai":
-                r = _openai(url, "/openai/v1/completions", prompt, max_tokens, model, timeout)
+                r = _openai(url, "/openai/v1/completions", prompt, max_tokens, model, timeout,
+                            temperature, seed)
             elif api == "caikit-http":
                 r = _caikit_http(url, prompt, max_tokens, model, timeout)
             elif api == "caikit-grpc":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from llmops.errors import LLMOpsError
 from llmops.serving import LAYOUT
 
 log = logging.getLogger("llmops")
@@ -101,9 +102,16 @@ def deploy(cfg: DictConfig, ctx) -> dict:
     applied = kube.apply_objects(objects, cfg)
     result.update({"applied": True, "objects": applied,
                    "selector": render.run_selector(ctx.run_id, ctx.recipe)})
-    status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
-                             timeout_s=float(cfg.serving.ready_timeout_s),
-                             interval_s=float(cfg.serving.poll_interval_s))
+    try:
+        status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
+                                 timeout_s=float(cfg.serving.ready_timeout_s),
+                                 interval_s=float(cfg.serving.poll_interval_s))
+    except LLMOpsError as e:
+        if cfg.serving.keep:
+            raise LLMOpsError(f"{e}; the objects stay for inspection, `llmops undeploy "
+                              f"{ctx.run_dir}` removes them") from None
+        kube.delete_run(str(cfg.serving.namespace), result["selector"])
+        raise LLMOpsError(f"{e}; deleted what was applied (serving.keep=false)") from None
     result["url"] = status.get("url")
     log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result["url"])
     stages = [str(getattr(s, "value", s)) for s in cfg.stages]

@@ -265,15 +265,28 @@ def undeploy_command(run_dir: Path) -> int:
     state = read_state(run_dir)
     dep = state.get("stages", {}).get("deploy") or {}
     out = dep.get("outputs") or {}
+    namespace, selector = out.get("namespace"), out.get("selector")
     if not out.get("applied"):
-        print(f"llmops undeploy: {run_dir}: the run applied nothing; nothing to delete")
-        return 0
+        # a deploy that failed while applying or waiting may have left objects: find them by
+        # the run's labels in the namespace its config names
+        from llmops.serving.render import run_selector
+        from llmops.serving.server import run_config
+
+        cfg = run_config(run_dir)
+        applying = cfg is not None and dep.get("status") == "failed" and bool(
+            cfg.get("serving", {}).get("apply"))
+        if not applying:
+            print(f"llmops undeploy: {run_dir}: the run applied nothing; nothing to delete")
+            return 0
+        namespace = str(cfg.serving.namespace)
+        selector = run_selector(str(state["run_id"]), str(state.get("recipe") or cfg.get("recipe")))
     try:
-        kinds = delete_run(str(out["namespace"]), str(out["selector"]))
+        kinds = delete_run(str(namespace), str(selector))
     except LLMOpsError as e:
         print(f"llmops undeploy: error: {e}", file=sys.stderr)
         return 1
-    out["deleted"] = True
-    atomic_write_json(run_dir / "state.json", state)
-    print(f"llmops undeploy: deleted {', '.join(kinds)} labelled {out['selector']} in {out['namespace']}")
+    if out.get("applied"):
+        out["deleted"] = True
+        atomic_write_json(run_dir / "state.json", state)
+    print(f"llmops undeploy: deleted {', '.join(kinds)} labelled {selector} in {namespace}")
     return 0

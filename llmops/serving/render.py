@@ -266,7 +266,7 @@ def render_template(name: str, ctx: dict) -> dict:
     except jinja2.UndefinedError as e:
         raise LLMOpsError(f"template {name}: {e} (a value the template needs is missing)") from None
     try:
-        obj = yaml.safe_load(text)
+        obj = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         raise LLMOpsError(f"template {name} rendered text that is not YAML: {e}") from None
     if not isinstance(obj, dict):

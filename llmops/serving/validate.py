@@ -1,7 +1,7 @@
 """Validate rendered objects strictly, offline.
 
-KServe kinds against the CRDs in the shared schema folder (``../shared/schemas/kserve`` next to
-the repository, or ``$LLMOPS_SCHEMAS_DIR``), closed the way the API server closes them with
+KServe kinds against the CRDs llmops ships (``schemas/kserve``, copies of ../shared/schemas) or
+those in ``$LLMOPS_SCHEMAS_DIR``, closed the way the API server closes them with
 ``fieldValidation=Strict``: every object schema that lists ``properties`` rejects other keys
 unless it says ``x-kubernetes-preserve-unknown-fields``. Core kinds (Namespace, Secret,
 ServiceAccount) with ``kubernetes-validate`` in strict mode. Metadata (names, labels,
@@ -38,16 +38,11 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def schemas_dir() -> Path:
-    env = os.environ.get(SCHEMAS_ENV)
-    if env:
-        d = Path(env).expanduser()
-        where = f"${SCHEMAS_ENV}={env}"
-    else:
-        from llmops.resources import _PKG
+    from llmops import resources
 
-        d = _PKG.parent.parent / "shared" / "schemas"
-        where = f"{d} (the shared folder next to the repository; set ${SCHEMAS_ENV} to point elsewhere)"
+    d = resources.schemas_dir()
     if not (d / "kserve").is_dir():
+        where = f"${SCHEMAS_ENV}={d}" if os.environ.get(SCHEMAS_ENV) else str(d)
         raise LLMOpsError(f"CRD schemas not found: {where} has no kserve/ folder; the KServe CRDs "
                           "are needed to validate serving manifests")
     return d
@@ -113,6 +108,23 @@ def _crd_validator(rel: str, root: str):
     return jsonschema.Draft7Validator(_load_crd_schema(path))
 
 
+@lru_cache(maxsize=None)
+def _core_validator(api: str, kind: str):
+    """kubernetes-validate's strict schema for a core kind, loaded once (its own `validate()`
+    re-reads the schema files on every call)."""
+    import jsonschema
+    import kubernetes_validate.utils as kv
+    from referencing import Registry, Resource
+
+    version = [v for v in kv.all_versions() if kv.major_minor(v) <= K8S_VERSION][-1]
+    folder = f"kubernetes-json-schema/v{version}-local-strict"
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api)
+    schema = kv.schema_contents(f"{folder}/{kind.lower()}-{group}.json", version)
+    defs = kv.schema_contents(f"{folder}/_definitions.json", version)
+    registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
 def _path(err) -> str:
     parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in err.absolute_path]
     s = ""
@@ -162,11 +174,8 @@ def problems(obj: dict) -> list[str]:
         for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
             out.append(f"{label}: {_path(e)}: {e.message}")
     elif (api, kind) in CORE:
-        import kubernetes_validate
-
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as e:
+        for e in sorted(_core_validator(api, kind).iter_errors(obj),
+                        key=lambda e: list(map(str, e.absolute_path))):
             out.append(f"{label}: {_path(e)}: {e.message}")
     else:
         out.append(f"{label}: no schema for apiVersion {api!r} kind {kind!r}")

@@ -109,3 +109,34 @@ def store_for_uri(cfg: DictConfig, uri: str) -> Store:
     from llmops.storage.local import LocalStore
 
     return LocalStore()
+
+
+def worker_env(cfg: DictConfig) -> dict:
+    """Environment variables a remote worker needs to reach the store (for a job's runtime env).
+
+    s3: the credentials this process uses (environment or ``storage.profile``), as
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (+ ``AWS_SESSION_TOKEN``), and
+    ``AWS_DEFAULT_REGION`` when set. The values are remembered by ``llmops.config.secrets`` so no
+    log line carries them; whoever shows or saves the runtime env must still mask it. local/pvc: {}.
+    """
+    if cfg.storage.kind.value != "s3":
+        return {}
+    from llmops.config import secrets
+    from llmops.storage.s3 import S3Error, S3Settings, S3Store
+
+    s = S3Settings.from_config(cfg.storage)
+    session = S3Store(s).session()
+    creds = session.get_credentials()
+    if creds is None:
+        raise S3Error(f"s3://{s.bucket}/: no S3 credentials to hand to the workers; set AWS_ACCESS_KEY_ID "
+                      "and AWS_SECRET_ACCESS_KEY (or storage.profile)", code="NoCredentials")
+    f = creds.get_frozen_credentials()
+    env = {"AWS_ACCESS_KEY_ID": f.access_key, "AWS_SECRET_ACCESS_KEY": f.secret_key}
+    if f.token:
+        env["AWS_SESSION_TOKEN"] = f.token
+    for v in env.values():
+        secrets.remember(v)
+    region = s.region or session.region_name
+    if region:
+        env["AWS_DEFAULT_REGION"] = region
+    return env

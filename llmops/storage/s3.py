@@ -80,7 +80,7 @@ class S3Settings:
     ca_bundle: Optional[str] = None
     profile: Optional[str] = None
     create_bucket: bool = False
-    multipart_threshold_mb: float = 64
+    multipart_threshold_mb: float = 16
     multipart_chunk_mb: float = 16
     max_concurrency: int = 8
     max_attempts: int = 5
@@ -169,7 +169,10 @@ def _md5_b64(data: bytes) -> str:
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
-        out = bytearray()
+        data = os.pread(fd, length, offset)  # one read for a regular file; loop only if short
+        if len(data) == length:
+            return data
+        out = bytearray(data)
         while len(out) < length:
             b = os.pread(fd, length - len(out), offset + len(out))
             if not b:
@@ -265,6 +268,12 @@ class S3Store:
                 verify: Any = self.s.verify
                 if self.s.verify and self.s.ca_bundle:
                     verify = str(Path(self.s.ca_bundle).expanduser())
+                if not self.s.verify:
+                    import warnings
+
+                    # said once here rather than by urllib3 on every request
+                    log.warning("TLS certificates of %s are not verified (storage.verify=false)", self.endpoint)
+                    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
                 session = self.session()
                 creds = session.get_credentials()
                 if creds is not None:  # scrub them from every log line and error message
@@ -461,11 +470,13 @@ class S3Store:
             # from here on the prefix is incomplete until the new manifest lands
             self._call("delete", bucket, mkey, lambda: self.client.delete_object(Bucket=bucket, Key=mkey))
 
+        # objects already there with the right size: is their content ours? (sha256 in metadata)
+        same_size = [r for r, m in files.items() if existing.get(prefix + r, {}).get("size") == m["size"]]
+        with ThreadPoolExecutor(max_workers=max(1, int(self.s.max_concurrency))) as ex:
+            remote = dict(zip(same_size, ex.map(lambda r: self._remote_sha(bucket, prefix + r), same_size)))
         todo = []
         for rel, meta in files.items():
-            key = prefix + rel
-            have = existing.get(key)
-            if have is not None and have["size"] == meta["size"] and self._remote_sha(bucket, key) == meta["sha256"]:
+            if remote.get(rel) == meta["sha256"]:
                 stats.add(files_skipped=1)
                 continue
             todo.append(rel)

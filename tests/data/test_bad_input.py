@@ -162,3 +162,14 @@ def test_no_tokenizer_at_all(cfg_of, shared_data, no_tokenizing):
     cfg = cfg_of("quickstart", **{"model.tokenizer": None, "model.train_tokenizer_vocab": 0})
     with pytest.raises(LLMOpsError, match=r"model.tokenizer is null.*model.train_tokenizer_vocab is 0"):
         data.prepare(cfg)
+
+
+def test_unreachable_hub_tokenizer_names_the_key(cfg_of, shared_data, no_tokenizing):
+    # HF_HUB_OFFLINE=1 (tests/conftest.py): a hub id that is not cached cannot be fetched
+    cfg = cfg_of("wikitext", **{"model.tokenizer": None, "model.name_or_path": "llmops-tests/no-such-model"})
+    with pytest.raises(LLMOpsError) as e:
+        data.prepare(cfg)
+    msg = str(e.value)
+    assert msg.startswith("model.name_or_path='llmops-tests/no-such-model' could not be loaded from the "
+                          "Hugging Face hub")
+    assert "../shared/data/gpt2-tokenizer" in msg

@@ -137,29 +137,39 @@ def test_interrupted_prepare_leaves_no_entry_that_looks_complete(cfg_of, tmp_pat
 @pytest.mark.slow
 def test_killed_prepare_process_is_redone_not_reused(cfg_of, tmp_path, shared_data):
     """A prepare killed mid-write (SIGKILL: no clean-up) leaves only a temporary folder."""
-    _small_corpus(tmp_path, shared_data)
+    rows = data.parse_wikitext_raw((shared_data / "wikitext-2-raw" / "wiki.valid.raw").read_text())
+    text = tmp_path / "a.txt"
+    text.write_text("".join(rows[:1500]), encoding="utf-8")
     cache = tmp_path / "cache"
-    overrides = [f"paths.cache_dir={cache}", *_overrides(tmp_path, shared_data)]
+    # a tokenizer trained here: the child process needs no transformers import
+    settings = {"dataset.source": "text_files", "dataset.train_files": [str(text)],
+                "dataset.block_size": 64, "model.tokenizer": None, "model.train_tokenizer_vocab": 300}
     script = f"""
 import os, signal
-from llmops.config.compose import compose, strip_hydra
+from omegaconf import OmegaConf
 from llmops import data
-cfg, _ = compose("gpt2-wikitext", {overrides!r}, check=False)
+cfg = OmegaConf.create({json.dumps(_to_container(cfg_of("quickstart", **settings)))!r})
 def die(src, dst):
     os.kill(os.getpid(), signal.SIGKILL)
 data._copy_tokenizer = die
-data.prepare(strip_hydra(cfg))
+data.prepare(cfg)
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     left = _entries(cache)
     assert left and all(Path(p).name.startswith(".tmp-") for p in left), left
-    cfg = _small(cfg_of, tmp_path, shared_data)
+    cfg = cfg_of("quickstart", **settings)
     key, _ = data.fingerprint(cfg)
     out = data.prepare(cfg)
     assert out["cache_hit"] is False and out["fingerprint"] == key
     assert not any(Path(p).name.startswith(".tmp-") for p in _entries(cache))  # dead writer's temp removed
+
+
+def _to_container(cfg):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def test_load_blocks_rejects_a_folder_that_is_not_prepared(tmp_path):

@@ -93,7 +93,11 @@ def test_num_proc_gives_the_same_tokens(shared_data, wiki_rows):
     backend = AutoTokenizer.from_pretrained(str(shared_data / "gpt2-tokenizer")).backend_tokenizer
     splits = {"train": wiki_rows[:2500], "validation": wiki_rows[2500:]}
     one = data.tokenize(backend, splits, num_proc=1)
+    import os
+
+    env_before = os.environ.get("TOKENIZERS_PARALLELISM")
     two = data.tokenize(backend, splits, num_proc=2)
+    assert os.environ.get("TOKENIZERS_PARALLELISM") == env_before  # this process keeps its threads
     for s in splits:
         np.testing.assert_array_equal(one[s][0], two[s][0])
         np.testing.assert_array_equal(one[s][1], two[s][1])

@@ -182,3 +182,25 @@ def test_undeploy_of_a_run_that_applied_nothing(tmp_path, capsys):
         "deploy": {"status": "done", "outputs": {"manifests": [], "applied": False}}}}))
     assert kube_api.undeploy_command(tmp_path) == 0
     assert "applied nothing" in capsys.readouterr().out
+
+
+def test_failed_deploy_can_be_undeployed_and_keep_false_cleans_up(kube, serving_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
+    kube.fail_load = True
+    cfg = serving_cfg("vllm", *FAST)
+    ctx = _ctx(cfg, tmp_path / "run")
+    with pytest.raises(LLMOpsError, match="objects stay for inspection, `llmops undeploy"):
+        deploy.deploy(cfg, ctx)
+    assert len(kube.objects) == 4
+    # the engine records the failed stage and the run's config; undeploy finds the objects by label
+    ctx.state.data["stages"]["deploy"] = {"status": "failed", "error": "x"}
+    ctx.state.save()
+    (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert kube_api.undeploy_command(tmp_path / "run") == 0
+    assert kube.objects == {}
+
+    cfg = serving_cfg("vllm", *FAST, "serving.keep=false")
+    with pytest.raises(LLMOpsError, match="deleted what was applied"):
+        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run2"))
+    assert kube.objects == {}

@@ -266,3 +266,21 @@ def test_plan_out_writes_each_object(tmp_path, capsys):
     assert len(files) == 2 and files[0].startswith("00-servingruntime-") and files[1].startswith("01-inferenceservice-")
     assert "kind: InferenceService" in capsys.readouterr().out
     assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()
+
+
+def test_plan_imports_no_heavy_module(tmp_path):
+    """`llmops plan` with serving manifests stays light: no torch, transformers, kubernetes, grpc."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys; from llmops.cli import main; "
+            f"rc = main(['plan', 'quickstart', 'serving=caikit_tgis', 'stages=[deploy,smoke_test]', "
+            f"'storage.kind=s3', 'storage.bucket=models', 'paths.output_root={tmp_path}']); "
+            "heavy = [m for m in ('torch', 'transformers', 'kubernetes', 'grpc', 'ray') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout
+    assert "kind: InferenceService" in r.stdout and "${env:AWS_SECRET_ACCESS_KEY}" in r.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -178,3 +177,27 @@ def test_ray_storage_s3_over_tls_with_ca_bundle(compose, moto_s3_tls, tmp_path):
         f.write(b"state")
     got = srv.client().get_object(Bucket="tls-ckpt", Key="models/run-tls/checkpoints/checkpoint_000001/state.pt")
     assert got["Body"].read() == b"state"
+
+
+def test_worker_env_carries_credentials_from_env_or_profile(compose, tmp_path, monkeypatch):
+    from llmops.config import secrets
+    from llmops.storage import worker_env
+
+    assert worker_env(compose("quickstart")) == {}
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    creds = tmp_path / "creds"
+    creds.write_text("[minio]\naws_access_key_id = AKIAPROFILEKEY000001\n"
+                     "aws_secret_access_key = profileSecret-0a1b2c3d\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    cfg = compose("quickstart", *s3_overrides(), "storage.profile=minio", "storage.region=eu-west-1")
+    env = worker_env(cfg)
+    assert env == {"AWS_ACCESS_KEY_ID": "AKIAPROFILEKEY000001", "AWS_SECRET_ACCESS_KEY": "profileSecret-0a1b2c3d",
+                   "AWS_DEFAULT_REGION": "eu-west-1"}
+    assert secrets.scrub(f"env {env}").count(secrets.MASK) == 2
+    cfg = compose("quickstart", *s3_overrides())
+    with pytest.raises(LLMOpsError, match="no S3 credentials to hand to the workers"):
+        worker_env(cfg)

@@ -111,3 +111,17 @@ def test_plan_has_no_side_effects(compose, tmp_path):
     steps = engine.plan(cfg, tmp_path / "planned")
     assert [s["stage"] for s in steps] == ["prepare_data", "train", "export", "deploy", "smoke_test"]
     assert not (tmp_path / "planned").exists()
+
+
+def test_relative_paths_become_absolute_before_anything_runs(compose, tmp_path, monkeypatch):
+    """Ray workers run in Ray's session folder: a relative storage.root must not land there."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose("quickstart", "storage.root=models", "paths.cache_dir=./cache",
+                  "model.tokenizer=./tok", check=False)
+    engine.absolute_paths(cfg)
+    assert cfg.storage.root == str(tmp_path / "models")
+    assert cfg.paths.cache_dir == str(tmp_path / "cache")
+    assert cfg.model.tokenizer == str(tmp_path / "tok")
+    hub = compose("gpt2-wikitext")
+    engine.absolute_paths(hub)
+    assert hub.model.name_or_path == "gpt2" and hub.dataset.name == "wikitext"  # hub ids untouched
