@@ -31,14 +31,30 @@ def _enum(v: Any) -> str:
 
 
 def fix_tokenizer_config(folder: Path, model_type: str) -> None:
-    """Serving images run transformers 4.x: name a tokenizer class they know."""
+    """Serving images run transformers 4.x: name a tokenizer class they know, and give its slow
+    GPT2Tokenizer the vocab.json + merges.txt it reads (transformers 5 saves tokenizer.json only)."""
     p = folder / "tokenizer_config.json"
     if not p.is_file():
         return
     tc = json.loads(p.read_text())
     if model_type == "gpt2":
         tc["tokenizer_class"] = "GPT2Tokenizer"
+        write_bpe_files(folder)
     p.write_text(json.dumps(tc, indent=2))
+
+
+def write_bpe_files(folder: Path) -> None:
+    """vocab.json and merges.txt from a byte-level BPE tokenizer.json, where they are missing."""
+    tj = folder / "tokenizer.json"
+    if not tj.is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        return
+    model = json.loads(tj.read_text()).get("model", {})
+    if model.get("type") != "BPE":
+        return
+    vocab = model["vocab"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
 def save_hf(model, tokenizer, out: Path) -> None:

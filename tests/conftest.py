@@ -30,6 +30,27 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """An in-process `llmops run` lets Hydra configure logging with handlers bound to the
+    test's captured streams; later tests would write to closed streams. Put logging back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    named = {n: (list(lg.handlers), lg.level, lg.propagate)
+             for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for n, lg in logging.Logger.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            h, lv, prop = named.get(n, ([], logging.NOTSET, True))
+            lg.handlers[:] = h
+            lg.setLevel(lv)
+            lg.propagate = prop
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
