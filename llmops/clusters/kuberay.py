@@ -36,32 +36,28 @@ def _plain(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ names
-def cluster_name(cfg) -> str:
-    """The RayCluster name: cluster.name, else derived from the run id (<= 53, DNS-1035)."""
+def _name(cfg, max_len: int, what: str) -> str:
+    """cluster.name when set (checked: DNS-1035, <= max_len), else derived from the run id."""
     from llmops.config.validate import dns1035_problem
     from llmops.names import k8s_name
 
     c = cfg.cluster
     if c.name:
-        p = dns1035_problem(str(c.name), RAYCLUSTER_MAX)
+        p = dns1035_problem(str(c.name), max_len)
         if p:
-            raise ConfigError([f"cluster.name: {p} (a RayCluster name)"])
+            raise ConfigError([f"cluster.name: {p} (a {what} name)"])
         return str(c.name)
-    return k8s_name(str(cfg.run_id), RAYCLUSTER_MAX, dns1035=True)
+    return k8s_name(str(cfg.run_id), max_len, dns1035=True)
+
+
+def cluster_name(cfg) -> str:
+    """The RayCluster name: cluster.name, else derived from the run id (<= 53, DNS-1035)."""
+    return _name(cfg, RAYCLUSTER_MAX, "RayCluster")
 
 
 def rayjob_name(cfg) -> str:
     """The RayJob name: cluster.name, else derived from the run id (<= 47, DNS-1035)."""
-    from llmops.config.validate import dns1035_problem
-    from llmops.names import k8s_name
-
-    c = cfg.cluster
-    if c.name:
-        p = dns1035_problem(str(c.name), RAYJOB_MAX)
-        if p:
-            raise ConfigError([f"cluster.name: {p} (a RayJob name)"])
-        return str(c.name)
-    return k8s_name(str(cfg.run_id), RAYJOB_MAX, dns1035=True)
+    return _name(cfg, RAYJOB_MAX, "RayJob")
 
 
 # ------------------------------------------------------------------------------------------ image

@@ -155,11 +155,9 @@ def _safe_rel(rel: str, where: str) -> str:
 
 # ---------------------------------------------------------------------------------------- hashes
 def _hash_file(path: Path, bufsize: int = 4 * MiB) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
+    from llmops.storage.local import sha256_file
+
+    return sha256_file(path, bufsize)
 
 
 def _md5_b64(data: bytes) -> str:
