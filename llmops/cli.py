@@ -55,7 +55,12 @@ def cmd_run(argv: list[str]) -> int:
     recipe = c.find_recipe(recipe_ref, rest)
     hydra_flags, overrides = _split_hydra_flags(rest)
     if not any(f in hydra_flags for f in ("--info", "-i", "--help", "-h", "--hydra-help")):
-        c.lint(recipe, overrides)
+        if any(f in hydra_flags for f in ("-m", "--multirun")):
+            c.lint(recipe, overrides)  # each job's values are checked when the job composes
+        else:
+            # compose and check everything before Hydra creates the run directory: a bad
+            # config ends here with every problem listed and nothing written
+            c.compose(str(recipe), overrides)
     from llmops import hydra_app
 
     return hydra_app.main(recipe, hydra_flags, overrides)

@@ -385,7 +385,10 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
     schema.register()
     overrides = list(overrides or [])
     recipe = find_recipe(recipe_ref, overrides)
-    source = lint(recipe, overrides)
+    try:
+        source = lint(recipe, overrides)
+    except ConfigError as e:
+        raise ConfigError(e.problems + _problems_of_the_rest(recipe_ref, overrides, e.problems, check)) from None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipe.parent), version_base="1.3"):
@@ -403,6 +406,24 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
 
         validate(cfg, source)
     return cfg, source
+
+
+def _problems_of_the_rest(recipe_ref: str, overrides: list[str], problems: list[str],
+                          check: bool) -> list[str]:
+    """When only command-line overrides were rejected, the checks of everything else: so one run
+    of `llmops validate` reports every problem, not the lint's first and then the rest."""
+    if not check or not all(p.startswith(f"{CMDLINE}: ") for p in problems):
+        return []
+    rest = [o for o in overrides if not any(p.startswith(f"{CMDLINE}: '{o}'") for p in problems)]
+    if len(rest) == len(overrides):
+        return []
+    try:
+        compose(recipe_ref, rest, check=True)
+    except ConfigError as e:
+        return e.problems
+    except LLMOpsError:
+        return []
+    return []
 
 
 def _compose_message(e: BaseException) -> str:

@@ -151,3 +151,21 @@ def test_kubernetes_name_checked_before_anything_runs(compose):
 def test_local_model_folder_must_exist(compose, tmp_path):
     msg = _errors(compose, f"model.name_or_path={tmp_path}/missing", "model.tokenizer=gpt2")
     assert "model.name_or_path" in msg and "existing local folder" in msg
+
+
+def test_lint_and_range_errors_are_reported_together(compose):
+    msg = _errors(compose, "model=gpt3", "training.lrr=2", "training.lr=-1", "dataset.block_size=0")
+    assert "4 configuration errors" in msg
+    assert "no option 'gpt3'" in msg and "unknown key 'training.lrr'" in msg
+    assert "training.lr = -1.0" in msg and "dataset.block_size = 0" in msg
+
+
+def test_run_reports_every_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from llmops import cli
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["run", "quickstart", "training.lrr=2", "training.per_device_train_batch_size=-2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "2 configuration errors" in err
+    assert "training.lrr" in err and "per_device_train_batch_size = -2" in err
+    assert not (tmp_path / "outputs").exists()
