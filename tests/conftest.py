@@ -56,3 +56,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: the offline WikiText-2 / GPT-2 tokenizer data is needed")
     return SHARED_DATA
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """torch logs cache statistics from an atexit hook, after pytest closed its capture streams:
+    do not print a 'Logging error' traceback for that."""
+    import logging
+
+    logging.raiseExceptions = False
