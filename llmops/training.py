@@ -210,14 +210,12 @@ def _time_budget_callback(max_time_s: int):
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs in each Ray Train worker."""
-    import numpy as np  # noqa: F401
     import ray.train
     import torch
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from transformers import Trainer
 
     from llmops import data, modeling
-
     from llmops.config.schema import typed
 
     cfg = typed(config["cfg"])
