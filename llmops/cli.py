@@ -55,8 +55,10 @@ def cmd_run(argv: list[str]) -> int:
     recipe = c.find_recipe(recipe_ref, rest)
     hydra_flags, overrides = _split_hydra_flags(rest)
     if not any(f in hydra_flags for f in ("--info", "-i", "--help", "-h", "--hydra-help")):
-        if any(f in hydra_flags for f in ("-m", "--multirun")):
-            c.lint(recipe, overrides)  # each job's values are checked when the job composes
+        if any(f in hydra_flags for f in ("-m", "--multirun", "--cfg", "-c")):
+            # sweeps: each job's values are checked when the job composes; --cfg: show the
+            # config even when a value is out of range (unknown keys and types still stop it)
+            c.lint(recipe, overrides)
         else:
             # compose and check everything before Hydra creates the run directory: a bad
             # config ends here with every problem listed and nothing written
