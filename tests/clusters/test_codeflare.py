@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from llmops.errors import LLMOpsError
+from tests.clusters.helpers import ctx_with_prepared_data
 
 PROBE = str(Path(__file__).parent / "probe" / "llmops_probe")
 IMAGE = "quay.io/modh/ray:2.58.0-py311-cu121"
@@ -104,13 +105,7 @@ def _kube(core=None, custom=None, token="kube-token-abc123"):
 
 
 def _ctx(cfg, tmp_path):
-    from llmops.engine import open_run
-
-    ctx = open_run(cfg, tmp_path / "run")
-    ctx.state.stage("prepare_data").update(
-        {"status": "done", "outputs": {"data_dir": str(tmp_path / "data"), "tokenizer_dir": "t",
-                                       "blocks": {"train": 4, "eval": 2}}})
-    return ctx
+    return ctx_with_prepared_data(cfg, tmp_path)
 
 
 @pytest.fixture

@@ -10,19 +10,14 @@ from pathlib import Path
 import pytest
 
 from llmops.errors import LLMOpsError
+from tests.clusters.helpers import ctx_with_prepared_data
 
 PROBE = str(Path(__file__).parent / "probe" / "llmops_probe")
 SECRET = "hf_s3cr3t_value_1234"
 
 
 def _ctx(cfg, tmp_path):
-    from llmops.engine import open_run
-
-    ctx = open_run(cfg, tmp_path / "run")
-    ctx.state.stage("prepare_data").update(
-        {"status": "done", "outputs": {"data_dir": str(tmp_path / "data"), "tokenizer_dir": "t",
-                                       "blocks": {"train": 4, "eval": 2}}})
-    return ctx
+    return ctx_with_prepared_data(cfg, tmp_path)
 
 
 @pytest.fixture
