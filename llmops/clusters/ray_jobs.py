@@ -32,9 +32,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _ENV_NAME = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 TAIL_LINES = 25
-LOCAL_PATHS = [("paths", "output_root"), ("paths", "cache_dir"), ("storage", "root")]
-
-
 # ---------------------------------------------------------------------------------------- payload
 def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
     """(config as a plain container safe to ship, env_vars for the job).
@@ -44,6 +41,11 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
     """
     from omegaconf import DictConfig, ListConfig
 
+    from llmops.engine import absolute_paths
+
+    # a relative local path means "here" to the user: absolute before it travels (the engine
+    # does this before any stage; the same mechanism serves a payload built outside a run)
+    absolute_paths(cfg)
     env: dict[str, str] = {}
 
     def leaf(child, path: str, key: str) -> Any:
@@ -86,11 +88,6 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
         return node
 
     out = walk(cfg, "")
-    # a relative local path means "here" to the user: make it absolute before it travels
-    for group, key in LOCAL_PATHS:
-        v = out.get(group, {}).get(key)
-        if isinstance(v, str) and v and "://" not in v and "${" not in v and not v.startswith("~"):
-            out[group][key] = str(Path(v).resolve())
     return out, env
 
 
