@@ -36,7 +36,7 @@ def _watch_first_step(metrics: Path, out: dict, stop: threading.Event) -> None:
 def run_once(cfg, run_dir: Path, prep_state: dict) -> dict:
     """Train through the configured backend; returns seconds to first step and end to end."""
     from llmops.clusters import get_backend
-    from llmops.engine import open_run
+    from llmops.pipeline.engine import open_run
 
     ctx = open_run(cfg, run_dir)
     ctx.state.data["stages"]["prepare_data"] = prep_state
@@ -61,8 +61,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
 
-    from llmops import engine
-    from llmops.config.compose import compose, strip_hydra
+    from llmops.pipeline import engine
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
     from tests.fixtures.ray_head import start_head, stop_head
 
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))

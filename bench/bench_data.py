@@ -93,7 +93,8 @@ def main() -> int:
     AutoTokenizer.from_pretrained(str(tokdir))  # pulls in the rest of transformers (and torch)
     datasets.disable_progress_bars()
     from llmops import data
-    from llmops.config.compose import compose, strip_hydra
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
 
     tmp = Path(tempfile.mkdtemp(prefix="llmops-bench-data-"))
     try:
@@ -114,7 +115,7 @@ def main() -> int:
                 if who == "llmops":
                     out = data.prepare(c)
                     ours.append(time.perf_counter() - t0)
-                    assert not out["cache_hit"]
+                    assert not out.cache_hit
                 else:
                     counts = run_clm_way(wt, tokdir, args.num_proc)
                     theirs.append(time.perf_counter() - t0)
@@ -125,10 +126,10 @@ def main() -> int:
             t0 = time.perf_counter()
             again = data.prepare(copy.deepcopy(c))
             warm.append(time.perf_counter() - t0)
-            assert again["cache_hit"]
+            assert again.cache_hit
 
         print(f"# blocks: llmops {out['blocks']}, run_clm way {counts} (num_proc={args.num_proc})")
-        if args.num_proc == 1 and out["blocks"] != counts:
+        if args.num_proc == 1 and out.blocks != counts:
             print("# WARNING: block counts differ", file=sys.stderr)
         best_ours, best_theirs = min(ours), min(theirs)
         print(f"figure data_llmops_s={best_ours:.3f} s")

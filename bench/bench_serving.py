@@ -43,8 +43,10 @@ def bench_render(repeat: int, tmp: Path) -> None:
 
     os.environ.setdefault("LLMOPS_SCHEMA_CACHE", str(tmp / "crd-cache"))
     from llmops import storage
-    from llmops.config.compose import compose, strip_hydra
-    from llmops.serving import render, validate
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
+    from llmops.k8s import validate
+    from llmops.serving import render
 
     cfgs = []
     for kind, extra in CASES:

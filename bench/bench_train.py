@@ -26,7 +26,7 @@ import json, sys, numpy as np, torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 sys.path.insert(0, sys.argv[1])
 from llmops import data
-from llmops.training import BlockDataset
+from llmops.training.loop import BlockDataset
 data_dir, tok_dir, out, steps, batch = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(1)  # a Ray worker with 1 CPU runs 1 thread: same budget
 tok = AutoTokenizer.from_pretrained(tok_dir)

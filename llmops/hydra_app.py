@@ -1,25 +1,42 @@
-"""`llmops run`: Hydra's own main, with the recipe as primary config.
+"""Hydra glue only: `llmops run` through Hydra's own main, with the recipe as primary config, and
+the sweep callback.
 
 Every Hydra flag keeps working (`-m`, `--info`, `hydra.run.dir=...`, launchers and sweepers).
 Two things differ from a bare Hydra app, both for secret hygiene: `--cfg` prints the config
 masked, and Hydra's `.hydra/` copy of the config and overrides is not written (the engine writes
 a masked `config.yaml`, `overrides.yaml` and `provenance.json` into the run directory instead).
+
+The job itself is `llmops.pipeline.engine.run`; the job's return value (what a sweeper such as
+Optuna optimises) is the metric `sweep.metric` names.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any, Optional
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object  # type: ignore[misc,assignment]
+
+from llmops.core.errors import LLMOpsError
 
 log = logging.getLogger("llmops")
 
+# the sweep running in this process (set by SweepCallback)
+_current: dict[str, Any] = {}
 
-def _print_cfg(recipe: Path, flags: list[str], overrides: list[str]) -> int:
+
+def print_cfg(recipe: Path, flags: list[str], overrides: list[str]) -> int:
+    """`--cfg job|hydra|all`: the composed config, masked."""
     from omegaconf import OmegaConf
 
     from llmops.config import compose as c
-    from llmops.config import secrets
+    from llmops.core import secrets
 
     which = "job"
     for i, f in enumerate(flags):
@@ -37,9 +54,9 @@ def _print_cfg(recipe: Path, flags: list[str], overrides: list[str]) -> int:
     return 0
 
 
-def main(recipe: Path, flags: list[str], overrides: list[str]) -> int:
-    if any(f in ("--cfg", "-c") for f in flags):
-        return _print_cfg(recipe, flags, overrides)
+def main(recipe: Path, flags: list[str], overrides: list[str], *, checked: bool) -> int:
+    """Run Hydra's main. `checked`: the caller has composed and checked this exact config already
+    (a single run); sweep jobs are checked each as it starts."""
     from llmops.config import compose as c
     from llmops.config import schema
 
@@ -52,7 +69,7 @@ def main(recipe: Path, flags: list[str], overrides: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=None, config_name=None)
     def _task(cfg):
-        return task(cfg, recipe, overrides, state)
+        return task(cfg, recipe, state, checked=checked)
 
     old = sys.argv
     sys.argv = argv
@@ -66,21 +83,18 @@ def main(recipe: Path, flags: list[str], overrides: list[str]) -> int:
     finally:
         sys.argv = old
         if multirun:
-            from llmops import sweeps
-
-            sweeps.finish()  # the summary, also when the sweep ended in an error
+            finish_sweep()  # the summary, also when the sweep ended in an error
     return state["rc"]
 
 
-def task(cfg, recipe: Path, overrides: list[str], state: dict):
-    """One job: validate, run the stages, print the outcome. Returns the eval perplexity."""
+def task(cfg, recipe: Path, state: dict, *, checked: bool) -> Optional[float]:
+    """One job: check (sweep jobs), run the stages, print the outcome. Returns the sweep metric."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from llmops import engine
     from llmops.config import compose as c
-    from llmops.config.validate import validate
-    from llmops.errors import LLMOpsError
+    from llmops.pipeline import engine
+    from llmops.pipeline.checks import validate
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -88,17 +102,13 @@ def task(cfg, recipe: Path, overrides: list[str], state: dict):
     job_overrides = list(hc.overrides.task)
     try:
         if multirun:  # sweep hooks: fail_fast, and one storage prefix per job (run_id)
-            from llmops import sweeps
-
-            sweeps.check_fail_fast(cfg)
-            if not any(o.split("=", 1)[0] == "run_id" for o in job_overrides):
-                from omegaconf import open_dict
-
-                with open_dict(cfg):
-                    cfg.run_id = f"{cfg.run_id}-j{hc.job.num}"
-        source = c.lint(recipe, [o for o in job_overrides if not o.startswith("hydra.")])
-        validate(cfg, source)
-        out = engine.run(cfg, run_dir, overrides=job_overrides, recipe_path=recipe)
+            if _current.get("failed") and bool(cfg.sweep.fail_fast):
+                raise NotRun(f"not run: sweep.fail_fast=true and job {_current['failed'][0]} failed")
+            engine.set_job_run_id(cfg, int(hc.job.num), job_overrides)
+        if not checked:
+            source = c.lint(recipe, [o for o in job_overrides if not o.startswith("hydra.")])
+            validate(cfg, source)
+        result = engine.run(cfg, run_dir, overrides=job_overrides, recipe_path=recipe)
     except LLMOpsError as e:
         state["rc"] = 1
         if multirun:
@@ -106,30 +116,109 @@ def task(cfg, recipe: Path, overrides: list[str], state: dict):
         print(f"llmops: error: {e}", file=sys.stderr)
         print(f"llmops: run directory: {run_dir}", file=sys.stderr)
         return None
-    _print_summary(out)
-    return out["result"]
+    print(result.summary())
+    return result.metric
 
 
-def _print_summary(out: dict) -> None:
-    st = out["state"]["stages"]
-    lines = [f"run {out['state']['run_id']}: {out['run_dir']}"]
-    for name, s in st.items():
-        if s.get("status") == "skipped":
-            continue
-        o = s.get("outputs", {})
-        detail = ""
-        if name == "prepare_data":
-            detail = f"blocks {o.get('blocks')}"
-        elif name == "train":
-            m = o.get("metrics", {})
-            detail = (f"eval_loss {m.get('eval_loss')}, perplexity {m.get('perplexity')}, "
-                      f"{m.get('tokens_per_s')} tokens/s")
-        elif name == "export":
-            detail = f"{o.get('model_uri')}"
-        elif name == "deploy":
-            detail = f"{len(o.get('manifests', []))} manifests, applied={o.get('applied')}"
-        elif name == "smoke_test":
-            detail = f"{o.get('prompt')!r} -> {o.get('reply')!r}"
-        reused = " (reused)" if s.get("reused") else ""
-        lines.append(f"  {name:<12} {s.get('status')}{reused}  {detail}")
-    print("\n".join(lines))
+# ----------------------------------------------------------------------------------------- sweeps
+class NotRun(LLMOpsError):
+    """A job skipped because an earlier job failed and sweep.fail_fast is set."""
+
+
+class SweepCallback(Callback):
+    """Records each multirun job's outcome and writes the summary at the end of the sweep."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        # the sweep directory exists before the sweeper starts (optuna's sqlite study lives there)
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _current.clear()
+        _current.update({"dir": str(config.hydra.sweep.dir), "failed": [], "done": False,
+                         "t0": time.time(), "sweep": _sweep_opts(config)})
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if _is_multirun(config):
+            _current.setdefault("job_t0", {})[int(config.hydra.job.num)] = time.time()
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if not _is_multirun(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        from llmops.run import sweep
+
+        num = int(config.hydra.job.num)
+        t0 = _current.get("job_t0", {}).get(num, time.time())
+        failed = job_return.status == JobStatus.FAILED
+        err, value = None, None
+        try:
+            value = job_return.return_value  # re-raises the job's exception when it failed
+        except Exception as e:  # noqa: BLE001 - the job's own error, recorded as such
+            err = e
+        rec = {
+            "num": num,
+            "overrides": list(config.hydra.overrides.task),
+            "status": "failed" if failed else "completed",
+            "error": sweep.error_text(err) if failed else None,
+            "seconds": round(time.time() - t0, 2),
+            "result": None if failed else sweep.jsonable(value),
+            "started": t0, "ended": time.time(), "launcher": "in-process",
+        }
+        if failed and isinstance(err, NotRun):
+            rec["status"] = "not run"
+        if failed:
+            note_failure(num)
+        sweep.write_job_record(Path(str(config.hydra.runtime.output_dir)), rec)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        finish_sweep()
+
+
+def note_failure(num: int) -> None:
+    """Record that sweep job `num` failed (launchers that run jobs elsewhere call this)."""
+    _current.setdefault("failed", []).append(num)
+
+
+def _is_multirun(config) -> bool:
+    from hydra.types import RunMode
+
+    try:
+        return config.hydra.mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+def _sweep_opts(config) -> dict:
+    s = config.get("sweep") if hasattr(config, "get") else None
+    out = {"fail_fast": False, "metric": "perplexity", "direction": "minimize", "plot": True}
+    if s is not None:
+        for k in out:
+            if k in s:
+                out[k] = s[k]
+    return out
+
+
+def finish_sweep() -> Optional[Path]:
+    """Write and print the summary of the sweep running in this process (once)."""
+    from llmops.run import sweep
+
+    if not _current or _current.get("done"):
+        return None
+    _current["done"] = True
+    d = Path(_current["dir"])
+    if not d.is_dir():
+        return None
+    opts = _current.get("sweep", {})
+    try:
+        rows = sweep.write_summary(d, metric=str(opts.get("metric", "perplexity")),
+                                   direction=str(opts.get("direction", "minimize")),
+                                   plot=bool(opts.get("plot", True)))
+    except Exception as e:  # the summary must not hide the sweep's own outcome
+        log.warning("could not write the sweep summary in %s: %s", d, e)
+        return None
+    print(sweep.format_table(rows, d))
+    return d

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from llmops.config import secrets
-from llmops.config.secrets import MASK, is_secret_key, mask, masked_yaml, remember, scrub
+from llmops.core import secrets
+from llmops.core.secrets import MASK, is_secret_key, mask, masked_yaml, remember, scrub
 
 ENV_SECRET = "envSecret-7d1e0c55aa9b"  # comes in through ${oc.env:...}
 LITERAL_TOKEN = "hf_literalTokenQ8w2e9r4"  # a secret-looking override given literally
@@ -130,10 +130,10 @@ def upload_stage(monkeypatch, tmp_path):
     """Replace the export stage with one that does what export does with storage: write a model
     folder and upload it with get_store(cfg).put_dir(..., model_uris(cfg, run_id)["hf"]); it logs
     the config it saw and ends with an error message carrying a secret when asked to."""
-    from llmops import engine
-    from llmops.engine import StageDef
+    from llmops.pipeline import stages
+    from llmops.pipeline.stages import StageDef
+    from llmops.run import ExportOutputs
 
-    engine._load_stages()
     log = logging.getLogger("llmops.test_export")
 
     def run(cfg, ctx):
@@ -148,11 +148,11 @@ def upload_stage(monkeypatch, tmp_path):
         get_store(cfg).put_dir(src, uri)
         if cfg.get("smoke_test", {}).get("prompt") == "fail please":
             raise RuntimeError(f"upload rejected for key {cfg.cluster.envs.AWS_SECRET_ACCESS_KEY}")
-        return {"model_uri": uri}
+        return ExportOutputs(model_uri=uri)
 
-    d = engine.STAGES["export"]
-    monkeypatch.setitem(engine.STAGES, "export", StageDef(name="export", run=run, plan=d.plan,
-                                                          inputs=d.inputs, needs=(), describe=d.describe))
+    monkeypatch.setattr(stages, "LINE", tuple(
+        StageDef(name="export", run=run, plan=d.plan, inputs=d.inputs, needs=(), describe=d.describe)
+        if d.name == "export" else d for d in stages.LINE))
     return run
 
 
@@ -168,7 +168,7 @@ def _secret_overrides(moto_s3, bucket):
 @pytest.mark.parametrize("fail", [False, True])
 def test_engine_run_writes_and_logs_no_secret(compose, moto_s3, s3_bucket, upload_stage, tmp_path,
                                               monkeypatch, fail):
-    from llmops import engine
+    from llmops.pipeline import engine
     from tests.fixtures.s3 import TEST_ACCESS_KEY, TEST_SECRET_KEY
 
     monkeypatch.setenv("LLMOPS_T_HEADER", HEADER_TOKEN)
@@ -185,7 +185,7 @@ def test_engine_run_writes_and_logs_no_secret(compose, moto_s3, s3_bucket, uploa
     root.addHandler(fh)
     try:
         if fail:
-            from llmops.errors import StageError
+            from llmops.core.errors import StageError
 
             with pytest.raises(StageError) as e:
                 engine.run(cfg, run_dir, overrides=overrides)

@@ -60,7 +60,7 @@ if OptunaSweeperConf is not None:
             except ValueError as e:
                 if "Record does not exist" not in str(e):
                     raise
-                from llmops.errors import LLMOpsError
+                from llmops.core.errors import LLMOpsError
 
                 raise LLMOpsError(f"optuna: no trial of study '{impl.study_name}' completed, so there is "
                                   f"no best trial; the sweep summary says why each failed") from None

@@ -174,8 +174,9 @@ class RayLauncher(Launcher):
         from hydra.core.hydra_config import HydraConfig
         from hydra.core.utils import configure_log, filter_overrides, setup_globals
 
-        from llmops import sweeps
-        from llmops.errors import LLMOpsError
+        from llmops.core.errors import LLMOpsError
+        from llmops.hydra_app import NotRun
+        from llmops.pipeline import engine
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -197,7 +198,7 @@ class RayLauncher(Launcher):
             subdir = str(OmegaConf.select(sc, "hydra.sweep.subdir"))
             task_cfg = OmegaConf.masked_copy(sc, [k for k in sc.keys() if k != "hydra"])
             user_run_id = any(str(o).split("=", 1)[0] == "run_id" for o in ov)
-            run_id = str(task_cfg.run_id) if user_run_id else f"{task_cfg.run_id}-j{idx}"
+            run_id = str(task_cfg.run_id) if user_run_id else engine.job_run_id(str(task_cfg.run_id), idx)
             jobs.append(_Job(idx, list(ov), sc, task_cfg, sweep_dir / subdir, run_id,
                              self._job_cpus(task_cfg)))
         if not jobs:
@@ -285,8 +286,8 @@ class RayLauncher(Launcher):
                 r.return_value = j.result
             else:
                 r.status = JobStatus.FAILED
-                r._return_value = (sweeps.NotRun(j.error) if j.status == "not run"
-                                   else LLMOpsError(f"job {j.idx} ({' '.join(j.overrides)}) failed: {j.error}"))
+                r.return_value = (NotRun(j.error) if j.status == "not run"
+                                  else LLMOpsError(f"job {j.idx} ({' '.join(j.overrides)}) failed: {j.error}"))
             rets.append(r)
         return rets
 
@@ -294,9 +295,8 @@ class RayLauncher(Launcher):
     def _prepare_once(self, jobs: list, recipe: Path, sweep_dir: Path, cwd: str, env: dict,
                       fail_fast: bool = False) -> None:
         """Tokenize each distinct dataset of the sweep once, before the jobs run in parallel."""
-        from llmops import engine
+        from llmops.pipeline import engine
 
-        engine._load_stages()
         groups: dict = {}
         for j in jobs:
             stages = [str(getattr(s, "value", s)) for s in j.task_cfg.stages]
@@ -325,20 +325,21 @@ class RayLauncher(Launcher):
 
     # ----------------------------------------------------------------------------- results
     def _finish(self, j: _Job, out: dict) -> None:
-        import json
+        from llmops.core.errors import LLMOpsError
+        from llmops.pipeline import engine
+        from llmops.run import RunDir
 
         j.seconds = round(float(out.get("seconds", 0.0)), 2)
         j.started, j.ended = out.get("started"), out.get("ended")
-        state = {}
         try:
-            state = json.loads((j.job_dir / "state.json").read_text())
-        except (OSError, ValueError):
-            pass
-        metrics = (((state.get("stages") or {}).get("train") or {}).get("outputs") or {}).get("metrics") or {}
+            state = RunDir(j.job_dir).maybe_state()
+        except LLMOpsError:
+            state = None
         if out.get("rc") == 0:
-            j.status, j.result = "completed", metrics.get("perplexity")
+            # the job's return value: the metric sweep.metric names, as for the in-process launcher
+            j.status, j.result = "completed", engine.sweep_metric(j.task_cfg, state) if state else None
             log.info("ray launcher: job %d done in %.1f s%s", j.idx, j.seconds,
-                     f", perplexity {j.result:.4g}" if isinstance(j.result, (int, float)) else "")
+                     f", {j.task_cfg.sweep.metric} {j.result:.4g}" if isinstance(j.result, (int, float)) else "")
         else:
             j.status = "failed"
             if out.get("timeout"):
@@ -350,7 +351,8 @@ class RayLauncher(Launcher):
         self._record(j)
 
     def _record(self, j: _Job) -> None:
-        from llmops import sweeps
+        from llmops.hydra_app import note_failure
+        from llmops.run import sweep as sweeps
 
         sweeps.write_job_record(j.job_dir, {
             "num": j.idx, "overrides": j.overrides, "status": j.status, "error": j.error or None,
@@ -358,7 +360,7 @@ class RayLauncher(Launcher):
             "started": j.started, "ended": j.ended,
         })
         if j.status == "failed":
-            sweeps.note_failure(j.idx)
+            note_failure(j.idx)
 
 
 def first_failed(jobs: list) -> Any:
@@ -366,13 +368,14 @@ def first_failed(jobs: list) -> Any:
 
 
 def _state_error(run_dir: Path) -> str:
-    import json
+    from llmops.core.errors import LLMOpsError
+    from llmops.run import RunDir
 
     try:
-        state = json.loads((Path(run_dir) / "state.json").read_text())
-    except (OSError, ValueError):
+        state = RunDir(run_dir).maybe_state()
+    except LLMOpsError:
         return ""
-    for name, s in (state.get("stages") or {}).items():
+    for name, s in (state.data["stages"] if state else {}).items():
         if s.get("status") == "failed":
             return f"stage '{name}' failed: {s.get('error')}"
     return ""

@@ -28,13 +28,13 @@ class S3ConfigSource(ConfigSource):
     @property
     def src(self):
         if self._src is None:
-            from llmops.recipe_sources import s3_source
+            from llmops.config.sources import s3_source
 
             self._src = s3_source(f"s3://{self.path}")
         return self._src
 
     def load_config(self, config_path: str) -> ConfigResult:
-        from llmops.errors import LLMOpsError
+        from llmops.core.errors import LLMOpsError
 
         rel = self._normalize_file_name(config_path)
         try:
@@ -48,7 +48,7 @@ class S3ConfigSource(ConfigSource):
                             header=ConfigSource._get_header_dict(text[:512]))
 
     def available(self) -> bool:
-        from llmops.errors import LLMOpsError
+        from llmops.core.errors import LLMOpsError
 
         try:
             self.src.check()
@@ -57,7 +57,7 @@ class S3ConfigSource(ConfigSource):
             return False
 
     def is_group(self, config_path: str) -> bool:
-        from llmops.errors import LLMOpsError
+        from llmops.core.errors import LLMOpsError
 
         rel = config_path.strip("/")
         try:
@@ -70,7 +70,7 @@ class S3ConfigSource(ConfigSource):
             return False
 
     def is_config(self, config_path: str) -> bool:
-        from llmops.errors import LLMOpsError
+        from llmops.core.errors import LLMOpsError
 
         try:
             return self.src.exists(self._normalize_file_name(config_path))

@@ -3,10 +3,10 @@
     class ClusterBackend(Protocol):
         def plan(self, cfg, ctx) -> dict: ...        # what it would create; no side effects
         def __enter__(self) -> "ClusterBackend": ...  # bring up or connect
-        def run_training(self, cfg, ctx) -> dict: ... # the train stage's outputs
+        def run_training(self, cfg, task) -> TrainOutputs: ...  # the train stage's outputs
         def __exit__(self, *exc) -> None: ...         # take down what it brought up
 
-The training code (`llmops.training.fit`) is the same for all of them; only where it runs differs.
+The training code (`llmops.training.loop.fit`) is the same for all of them; only where it runs differs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from typing import Protocol
 
 from omegaconf import DictConfig
 
+from llmops.run import TrainingTask, TrainOutputs
+
 
 class ClusterBackend(Protocol):
     def plan(self, cfg: DictConfig, ctx) -> dict: ...
 
     def __enter__(self) -> "ClusterBackend": ...
 
-    def run_training(self, cfg: DictConfig, ctx) -> dict: ...
+    def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs: ...
 
     def __exit__(self, *exc) -> None: ...
 
@@ -41,9 +43,3 @@ def get_backend(cfg: DictConfig) -> ClusterBackend:
 
         return CodeflareBackend(cfg)
     raise ValueError(f"cluster.kind: unknown kind {kind!r}")
-
-
-def training_run(cfg: DictConfig, ctx) -> dict:
-    """What `llmops.training.fit` needs to know about the run, as plain data."""
-    return {"run_id": ctx.run_id, "run_dir": str(ctx.run_dir), "data": ctx.outputs("prepare_data"),
-            "provenance": ctx.extra.get("provenance")}

@@ -27,11 +27,13 @@ import time
 from typing import Callable, Optional
 
 from llmops.clusters import kuberay
-from llmops.clusters.ray_jobs import (DEFAULT_CALLABLE, RESULT_MARK, JobFailed, connect,
+from llmops.clusters.job_entry import RESULT_MARK
+from llmops.clusters.ray_jobs import (DEFAULT_CALLABLE, JobFailed, connect,
                                       parse_result, submission_id, submit_and_follow, tail,
                                       write_payload)
-from llmops.config import secrets
-from llmops.errors import LLMOpsError
+from llmops.core import secrets
+from llmops.core.errors import LLMOpsError
+from llmops.run import TrainingTask, TrainOutputs
 
 log = logging.getLogger("llmops.clusters")
 
@@ -333,30 +335,26 @@ class CodeflareBackend:
             self.sleep(float(c.poll_interval_s))
 
     # -- train
-    def run_training(self, cfg, ctx) -> dict:
-        if self.train_callable == DEFAULT_CALLABLE:
-            from llmops.clusters.ray_jobs import preflight
-
-            preflight(cfg, ctx)
+    def run_training(self, cfg, task: TrainingTask) -> TrainOutputs:
         if self.mode == "rayjob":
-            return self._run_rayjob(cfg, ctx)
-        job_dir = ctx.stage_dir("train") / "job"
+            return TrainOutputs.from_dict(self._run_rayjob(cfg, task))
+        job_dir = Path(task.run_dir) / "train" / "job"
         job_dir.mkdir(parents=True, exist_ok=True)
-        _, env = write_payload(job_dir, cfg, ctx, train_callable=self.train_callable)
+        _, env = write_payload(job_dir, cfg, task, train_callable=self.train_callable)
         from llmops.clusters.ray_jobs import runtime_env
 
         rt = runtime_env(cfg, job_dir, env, self.extra_py_modules)
-        return submit_and_follow(self.client, cfg, ctx, address=self.dashboard,
-                                 entrypoint=f"{self._entrypoint()} payload.json", runtime_env=rt,
-                                 submission_id=submission_id(cfg), echo=self.echo,
-                                 key="cluster.dashboard_url (the RayCluster's dashboard)")
+        return TrainOutputs.from_dict(submit_and_follow(
+            self.client, cfg, address=self.dashboard, entrypoint=f"{self._entrypoint()} payload.json",
+            runtime_env=rt, submission_id=submission_id(cfg), echo=self.echo,
+            key="cluster.dashboard_url (the RayCluster's dashboard)"))
 
-    def _run_rayjob(self, cfg, ctx) -> dict:
-        from llmops.clusters.ray_jobs import job_config, run_info
+    def _run_rayjob(self, cfg, task: TrainingTask) -> dict:
+        from llmops.clusters.ray_jobs import job_config, task_payload
 
         c = cfg.cluster
         config, _ = job_config(cfg, pass_secrets=False)
-        payload = {"config": config, "run": run_info(cfg, ctx), "callable": self.train_callable}
+        payload = {"config": config, "run": task_payload(task), "callable": self.train_callable}
         rt = {"env_vars": {"LLMOPS_PAYLOAD": json.dumps(payload, default=str),
                            "PYTHONUNBUFFERED": "1"}}
         if c.pip:

@@ -4,7 +4,8 @@ PAYLOAD is a JSON file (``payload.json`` in the job's working dir) or, when the 
 absent, the environment variable ``LLMOPS_PAYLOAD`` holding the JSON itself (RayJob mode, where
 no local working dir travels). It holds ``config`` (the resolved config; secrets as
 ``${oc.env:...}`` references resolved here from the job's environment), ``run`` (the training
-function's second argument) and ``callable`` (``module:function``, default llmops.training:fit).
+function's second argument: the TrainingTask as JSON) and ``callable`` (``module:function``, default
+llmops.training.loop:fit).
 The result is printed as the last log line: ``LLMOPS_RESULT {json}``.
 """
 
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
     print(f"LLMOPS_EVENT fit_start {time.time():.3f}", flush=True)
-    fn = resolve_callable(payload.get("callable") or "llmops.training:fit")
+    fn = resolve_callable(payload.get("callable") or "llmops.training.loop:fit")
     result = fn(cfg, payload["run"])
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
     print(f"LLMOPS_EVENT fit_end {time.time():.3f}", flush=True)
     print(RESULT_MARK + json.dumps(result, default=str), flush=True)
     return 0

@@ -16,11 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from llmops.errors import ConfigError, LLMOpsError
+from llmops.core.errors import ConfigError, LLMOpsError
+from llmops.core.names import RAYCLUSTER_MAX, RAYJOB_MAX
 
 RAY_VERSION = "2.58"
-RAYCLUSTER_MAX = 53
-RAYJOB_MAX = 47
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
 
@@ -38,8 +37,8 @@ def _plain(x: Any) -> Any:
 # ------------------------------------------------------------------------------------------ names
 def _name(cfg, max_len: int, what: str) -> str:
     """cluster.name when set (checked: DNS-1035, <= max_len), else derived from the run id."""
-    from llmops.config.validate import dns1035_problem
-    from llmops.names import k8s_name
+    from llmops.core.names import dns1035_problem
+    from llmops.core.names import k8s_name
 
     c = cfg.cluster
     if c.name:
@@ -229,7 +228,7 @@ def rayjob_body(cfg, entrypoint: str, runtime_env: dict, name: Optional[str] = N
 
 # ------------------------------------------------------------------------------------- validation
 def schema_dir() -> Path:
-    from llmops import resources
+    from llmops.core import resources
 
     d = resources.schemas_dir() / "kuberay"
     if not (d / "ray.io_rayclusters.yaml").is_file():
@@ -285,7 +284,7 @@ def validate_body(body: dict) -> list[str]:
         path = ".".join(str(p) for p in e.absolute_path) or "(root)"
         problems.append(f"{path}: {e.message}")
     name = body.get("metadata", {}).get("name", "")
-    from llmops.config.validate import dns1035_problem
+    from llmops.core.names import dns1035_problem
 
     p = dns1035_problem(str(name), RAYCLUSTER_MAX if kind == "RayCluster" else RAYJOB_MAX)
     if p:

@@ -7,7 +7,7 @@ import os
 
 from omegaconf import DictConfig
 
-from llmops.clusters import training_run
+from llmops.run import TrainingTask, TrainOutputs
 
 log = logging.getLogger("llmops")
 
@@ -64,10 +64,10 @@ class LocalBackend:
             self._started = True
         return self
 
-    def run_training(self, cfg: DictConfig, ctx) -> dict:
-        from llmops import training
+    def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs:
+        from llmops.training import loop as training
 
-        return training.fit(cfg, training_run(cfg, ctx))
+        return training.fit(cfg, task)
 
     def __exit__(self, *exc) -> None:
         if self._started:

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
-from llmops.config import secrets
-from llmops.errors import LLMOpsError
+from llmops.core import secrets
+from llmops.clusters.job_entry import RESULT_MARK
+from llmops.core.errors import LLMOpsError
+from llmops.run import TrainingTask, TrainOutputs
 
 log = logging.getLogger("llmops.clusters")
 
-RESULT_MARK = "LLMOPS_RESULT "
-DEFAULT_CALLABLE = "llmops.training:fit"
+DEFAULT_CALLABLE = "llmops.training.loop:fit"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _ENV_NAME = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
@@ -41,7 +42,7 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
     """
     from omegaconf import DictConfig, ListConfig
 
-    from llmops.engine import absolute_paths
+    from llmops.config.paths import absolute_paths
 
     # a relative local path means "here" to the user: absolute before it travels (the engine
     # does this before any stage; the same mechanism serves a payload built outside a run)
@@ -91,26 +92,6 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
     return out, env
 
 
-def run_info(cfg, ctx) -> dict:
-    """The `run` argument of the training function (what `cluster=local` passes too)."""
-    from llmops.clusters import training_run
-
-    run = training_run(cfg, ctx)
-    run["run_dir"] = str(Path(run["run_dir"]).resolve())
-    return json.loads(json.dumps(run, default=str))
-
-
-def preflight(cfg, ctx) -> None:
-    """The checks `cluster=local` makes before training, here before any cluster time is spent."""
-    from llmops import modeling, training
-
-    data = ctx.outputs("prepare_data")
-    tok_dir = data.get("tokenizer_dir")
-    if tok_dir and Path(str(tok_dir)).is_dir():
-        modeling.preflight(cfg, modeling.load_tokenizer(tok_dir))
-    training.check_arguments(cfg)
-
-
 def default_python(cfg) -> str:
     if cfg.cluster.python:
         return str(cfg.cluster.python)
@@ -125,12 +106,19 @@ def package_dir() -> Path:
     return Path(llmops.__file__).resolve().parent
 
 
-def write_payload(job_dir: Path, cfg, ctx, *, train_callable: str) -> tuple[Path, dict]:
+def task_payload(task: TrainingTask) -> dict:
+    """The training task as JSON for the job (its run directory made absolute)."""
+    d = task.to_dict()
+    d["run_dir"] = str(Path(d["run_dir"]).resolve())
+    return json.loads(json.dumps(d, default=str))
+
+
+def write_payload(job_dir: Path, cfg, task: TrainingTask, *, train_callable: str) -> tuple[Path, dict]:
     """payload.json in `job_dir` (atomic); returns (path, env_vars)."""
-    from llmops.engine import atomic_write_json
+    from llmops.core.io import atomic_write_json
 
     config, env = job_config(cfg, pass_secrets=bool(cfg.cluster.pass_secrets))
-    payload = {"config": config, "run": run_info(cfg, ctx), "callable": train_callable}
+    payload = {"config": config, "run": task_payload(task), "callable": train_callable}
     path = Path(job_dir) / "payload.json"
     atomic_write_json(path, payload)
     return path, env
@@ -205,7 +193,7 @@ def _ask_stop(job_id: str) -> bool:
     return ans.strip().lower() not in ("n", "no")
 
 
-def submit_and_follow(client, cfg, ctx, *, address: str, entrypoint: str, runtime_env: dict,
+def submit_and_follow(client, cfg, *, address: str, entrypoint: str, runtime_env: dict,
                       submission_id: str, echo: Callable[[str], None] = None,
                       ask: Callable[[str], bool] = _ask_stop, on_event: Callable = None,
                       key: str = "cluster.address") -> dict:
@@ -289,7 +277,7 @@ def _stop(client, job_id: str, wait_s: float = 30.0) -> None:
 
 
 def submission_id(cfg) -> str:
-    from llmops.names import k8s_name
+    from llmops.core.names import k8s_name
 
     return f"llmops-{k8s_name(str(cfg.run_id), 40)}-{int(time.time() * 1000) % 10**8:08d}"
 
@@ -327,20 +315,17 @@ class RayJobsBackend:
         self.client = connect(self.address, self.cfg.cluster.headers)
         return self
 
-    def run_training(self, cfg, ctx) -> dict:
+    def run_training(self, cfg, task: TrainingTask) -> TrainOutputs:
         if self.client is None:
             self.__enter__()
-        if self.train_callable == DEFAULT_CALLABLE:
-            preflight(cfg, ctx)
-        job_dir = ctx.stage_dir("train") / "job"
+        job_dir = Path(task.run_dir) / "train" / "job"
         job_dir.mkdir(parents=True, exist_ok=True)
-        _, env = write_payload(job_dir, cfg, ctx, train_callable=self.train_callable)
+        _, env = write_payload(job_dir, cfg, task, train_callable=self.train_callable)
         rt = runtime_env(cfg, job_dir, env, self.extra_py_modules)
         entrypoint = f"{default_python(cfg)} -m llmops.clusters.job_entry payload.json"
-        return submit_and_follow(self.client, cfg, ctx, address=self.address,
-                                 entrypoint=entrypoint, runtime_env=rt,
-                                 submission_id=submission_id(cfg), echo=self.echo,
-                                 ask=self.ask, on_event=self.on_event)
+        return TrainOutputs.from_dict(submit_and_follow(
+            self.client, cfg, address=self.address, entrypoint=entrypoint, runtime_env=rt,
+            submission_id=submission_id(cfg), echo=self.echo, ask=self.ask, on_event=self.on_event))
 
     def __exit__(self, *exc) -> None:
         self.client = None  # nothing was brought up: the cluster is the user's

@@ -15,14 +15,17 @@ import difflib
 import os
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from llmops import resources
-from llmops.config import schema
-from llmops.errors import ConfigError, LLMOpsError
+from llmops.core import resources
+from llmops.config import lock, schema
+from llmops.core.tree import flatten
+from llmops.core.yamlio import load_yaml_file
+from llmops.config.validate import validate
+from llmops.core.errors import ConfigError, LLMOpsError
 
 RECIPE_PATH_ENV = "LLMOPS_RECIPE_PATH"
 CMDLINE = "command line"
@@ -30,17 +33,17 @@ OVERLAY_GROUPS = ("sweep",)  # option groups that are not schema sections (conf/
 
 
 # ----------------------------------------------------------------------------------- recipe path
-# Sources (folders, S3 prefixes, team packages, built-ins) live in llmops.recipe_sources.
+# Sources (folders, S3 prefixes, team packages, built-ins) live in llmops.config.sources.
 def recipe_dirs(overrides: Iterable[str] = ()) -> list[Path]:
     """Local folders searched for recipes, first wins ($LLMOPS_RECIPE_PATH, packages, built-ins)."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     return [Path(s.location) for s in rs.sources(overrides) if not s.is_s3]
 
 
 def list_recipes(overrides: Iterable[str] = ()) -> list[tuple[str, Any]]:
     """(name, location) of every recipe on the path; a name shadowed by an earlier source is skipped."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     return [(n, Path(e.location) if not e.source.is_s3 else e.location)
             for n, e in rs.all_recipes(overrides).items()]
@@ -48,7 +51,7 @@ def list_recipes(overrides: Iterable[str] = ()) -> list[tuple[str, Any]]:
 
 def find_recipe(ref: str, overrides: Iterable[str] = ()) -> Path:
     """A recipe by name (searched on the recipe path) or by path to a .yaml file."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     looks_like_path = ref.endswith((".yaml", ".yml")) or os.sep in ref or ref.startswith(".")
     if looks_like_path and not ref.startswith("s3://"):
@@ -73,20 +76,6 @@ def find_recipe(ref: str, overrides: Iterable[str] = ()) -> Path:
     )
 
 
-def load_yaml_file(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise LLMOpsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    except OSError as e:
-        raise LLMOpsError(f"{path}: cannot be read: {e.strerror}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise LLMOpsError(f"{path}: expected a YAML mapping of config keys, got {type(data).__name__}")
-    return data
 
 
 # ---------------------------------------------------------------------------- options and schema
@@ -102,7 +91,7 @@ def search_dirs(recipe: Optional[Path] = None, overrides: Iterable[str] = ()) ->
 def group_options(group: str, recipe: Optional[Path] = None,
                   overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Options of a config group: ``<source>/<group>/<name>.yaml`` on the search path."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     found: dict[str, Any] = {}
     srcs = ([rs.RecipeSource("recipe", "recipe folder", str(recipe.parent))] if recipe else [])
@@ -154,14 +143,6 @@ def all_keys() -> list[str]:
         ALL_KEYS = _schema_keys(schema.LLMOpsConfig)
     return ALL_KEYS
 
-
-def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(d, dict) and d:
-        out = []
-        for k, v in d.items():
-            out.extend(_flatten(v, f"{prefix}{k}."))
-        return out
-    return [(prefix[:-1], d)]
 
 
 def _check_value(root: DictConfig, key: str, value: Any) -> Optional[str]:
@@ -230,10 +211,10 @@ class Source:
             if opt is not None:
                 sub = key.split(".", 1)[1] if "." in key else ""
                 data = _safe_yaml(opt)
-                if sub and any(k == sub for k, _ in _flatten(data)):
+                if sub and any(k == sub for k, _ in flatten(data)):
                     return f"option file {opt}"
             return f"default of {group} option '{self.choices[group]}'"
-        if key.split(".")[0] in {k for k, _ in _flatten(_safe_yaml(resources.conf_dir() / 'config.yaml'))}:
+        if key.split(".")[0] in {k for k, _ in flatten(_safe_yaml(resources.conf_dir() / 'config.yaml'))}:
             return f"base config {resources.conf_dir() / 'config.yaml'}"
         return "schema default (llmops/config/schema.py)"
 
@@ -291,9 +272,7 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from llmops import recipes as _recipes
-
-    _recipes.check_lock(recipe)
+    lock.check_lock(recipe)
     problems: list[str] = []
     data = load_yaml_file(recipe)
     choices = base_choices()
@@ -302,7 +281,7 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
     typed = _typed_root()
     recipe_keys: dict[str, Any] = {}
     body = {k: v for k, v in data.items() if k not in ("defaults", "hydra")}
-    for key, value in _flatten(body):
+    for key, value in flatten(body):
         recipe_keys[key] = value
         if isinstance(value, (dict, list)) and not value:
             value = value
@@ -351,7 +330,7 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
 # ----------------------------------------------------------------------------------------- compose
 def hydra_searchpath_override(overrides: list[str], recipe: Path) -> list[str]:
     """Add llmops' conf/ (and the recipe path) to any hydra.searchpath the user gave."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     extra = [s.hydra_entry() for s in rs.sources(overrides)
              if s.is_s3 or Path(s.location) != recipe.parent] + [f"file://{resources.conf_dir()}"]
@@ -368,16 +347,18 @@ def hydra_searchpath_override(overrides: list[str], recipe: Path) -> list[str]:
 
 def recipe_overrides(recipe: Path, overrides: list[str]) -> list[str]:
     """The overrides Hydra gets: the user's, the recipe name, the search path."""
-    from llmops import recipes as _recipes
-
     user_set_recipe = (any(o.split("=", 1)[0] == "recipe" for o in overrides)
-                       or _recipes.is_locked(recipe))
+                       or lock.is_locked(recipe))
     extra = [] if user_set_recipe else [f"recipe={recipe.stem}"]
     return hydra_searchpath_override(list(overrides) + extra, recipe)
 
 
-def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool = True):
-    """Compose a recipe with the compose API. Returns (cfg, source). Raises ConfigError."""
+def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool = True,
+            checks: Sequence[Callable] = ()):
+    """Compose a recipe with the compose API. Returns (cfg, source). Raises ConfigError.
+
+    check: lint and validate; `checks` are the config-section checks of the domain packages
+    (`llmops.pipeline.checks` passes them all)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -388,7 +369,8 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
     try:
         source = lint(recipe, overrides)
     except ConfigError as e:
-        raise ConfigError(e.problems + _problems_of_the_rest(recipe_ref, overrides, e.problems, check)) from None
+        raise ConfigError(e.problems + _problems_of_the_rest(recipe_ref, overrides, e.problems, check,
+                                                             checks)) from None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipe.parent), version_base="1.3"):
@@ -402,14 +384,12 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
     finally:
         GlobalHydra.instance().clear()
     if check:
-        from llmops.config.validate import validate
-
-        validate(cfg, source)
+        validate(cfg, source, checks)
     return cfg, source
 
 
 def _problems_of_the_rest(recipe_ref: str, overrides: list[str], problems: list[str],
-                          check: bool) -> list[str]:
+                          check: bool, checks: Sequence[Callable]) -> list[str]:
     """When only command-line overrides were rejected, the checks of everything else: so one run
     of `llmops validate` reports every problem, not the lint's first and then the rest."""
     if not check or not all(p.startswith(f"{CMDLINE}: ") for p in problems):
@@ -418,7 +398,7 @@ def _problems_of_the_rest(recipe_ref: str, overrides: list[str], problems: list[
     if len(rest) == len(overrides):
         return []
     try:
-        compose(recipe_ref, rest, check=True)
+        compose(recipe_ref, rest, check=True, checks=checks)
     except ConfigError as e:
         return e.problems
     except LLMOpsError:

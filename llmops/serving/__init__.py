@@ -14,5 +14,3 @@ MODEL_FORMATS = {"vllm": ("vLLM", "vllm"), "caikit_tgis": ("caikit",), "tgis": (
 PROTOCOLS = {"vllm": ("http",), "caikit_tgis": ("http", "grpc"), "tgis": ("grpc",), "hf": ("http",)}
 # which export layout each runtime reads at /mnt/models
 LAYOUT = {"vllm": "hf", "caikit_tgis": "caikit", "tgis": "hf", "hf": "hf"}
-# the longest derived InferenceService name: KServe appends "-predictor" (and more) to it
-ISVC_NAME_MAX = 45

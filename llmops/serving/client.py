@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 
 log = logging.getLogger("llmops")
 
 TOKEN_ENV = "LLMOPS_SERVING_TOKEN"
 RETRY_HTTP = {502, 503, 504}
-SERVE_FILE = "serve.json"  # written by `llmops serve` while it runs
 
 API_FOR = {("vllm", "http"): "openai", ("hf", "http"): "hf-openai",
            ("caikit_tgis", "http"): "caikit-http", ("caikit_tgis", "grpc"): "caikit-grpc",
@@ -55,7 +54,7 @@ def _headers() -> dict:
     h = {"Content-Type": "application/json", "Accept": "application/json"}
     token = os.environ.get(TOKEN_ENV)
     if token:
-        from llmops.config import secrets
+        from llmops.core import secrets
 
         secrets.remember(token)
         h["Authorization"] = f"Bearer {token}"
@@ -282,49 +281,3 @@ def complete(url: str, prompt: str, *, api: str = "openai", max_tokens: int = 32
 
 
 # ------------------------------------------------------------------------------- `llmops call`
-def target_of(run_dir: Path) -> dict:
-    """Where a run's model answers: its deploy outputs (url, runtime, protocol, isvc)."""
-    from llmops.serving.server import read_state, served_name
-
-    state = read_state(run_dir)
-    dep = (state.get("stages", {}).get("deploy") or {})
-    out = dep.get("outputs") or {}
-    if dep.get("status") == "done" and out.get("applied") and out.get("url"):
-        runtime = str(out.get("runtime", "vllm"))
-        return {"url": out["url"], "api": api_for(runtime, str(out.get("protocol", "http"))),
-                "model": out.get("isvc")}
-    local = Path(run_dir) / SERVE_FILE
-    if local.is_file():
-        try:
-            info = json.loads(local.read_text())
-            os.kill(int(info["pid"]), 0)  # the `llmops serve` that wrote it is still running
-            return {"url": info["url"], "api": "openai", "model": info.get("model")}
-        except (ValueError, KeyError, OSError):
-            pass
-    raise LLMOpsError(
-        f"{run_dir}: the run has no deployed endpoint (deploy not applied); serve it locally with "
-        f"`llmops serve {run_dir}` and call that URL, e.g. "
-        f"`llmops call http://127.0.0.1:8000 PROMPT --model {served_name(run_dir, state)}`")
-
-
-def call_command(target: str, prompt: str, max_tokens: int = 32, model: Optional[str] = None,
-                 api: Optional[str] = None, retries: int = 3) -> int:
-    try:
-        if target.startswith(("http://", "https://", "grpc://", "grpcs://")):
-            t = {"url": target, "api": api or "openai", "model": model}
-        else:
-            p = Path(target)
-            if not p.is_dir():
-                raise LLMOpsError(f"{target}: neither a URL (http://...) nor a run directory")
-            t = target_of(p)
-            if model:
-                t["model"] = model
-        r = complete(t["url"], prompt, api=t["api"], max_tokens=max_tokens, model=t["model"],
-                     retries=retries)
-    except LLMOpsError as e:
-        print(f"llmops call: error: {e}", file=sys.stderr)
-        return 1
-    print(prompt + r["reply"])
-    print(f"# {r['tokens']} tokens in {r['latency_s']:.3f} s from {r['url']} ({r['api']})",
-          file=sys.stderr)
-    return 0

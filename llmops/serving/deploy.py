@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.run import DeployOutputs, ExportOutputs
 from llmops.serving import LAYOUT
 
 log = logging.getLogger("llmops")
@@ -31,15 +32,13 @@ def _planned_uris(cfg: DictConfig, run_id: str) -> dict:
     return {k: storage.serving_uri(cfg, v) for k, v in uris.items() if k in ("hf", "caikit")}
 
 
-def _export_uris(cfg: DictConfig, ctx) -> dict:
+def _export_uris(cfg: DictConfig, out: ExportOutputs) -> dict:
     from llmops import storage
-    from llmops.errors import LLMOpsError
 
-    out = ctx.outputs("export")
     uris = {}
-    for layout, key in (("hf", "model_uri"), ("caikit", "caikit_uri")):
-        if out.get(key):
-            uris[layout] = storage.serving_uri(cfg, str(out[key]))
+    for layout in ("hf", "caikit"):
+        if out.uri(layout):
+            uris[layout] = storage.serving_uri(cfg, str(out.uri(layout)))
     need = LAYOUT[_kind(cfg)]
     if need not in uris:
         key = "model_uri" if need == "hf" else "caikit_uri"
@@ -53,7 +52,8 @@ def plan(cfg: DictConfig, ctx) -> dict:
     kind = _kind(cfg)
     if kind == "none":
         return {"serving": "none", "objects": [], "note": "serving=none: no manifests"}
-    from llmops.serving import render, validate
+    from llmops.k8s import validate
+    from llmops.serving import render
 
     uris = _planned_uris(cfg, ctx.run_id)
     objects = render.render(cfg, ctx.run_id, ctx.recipe, uris)
@@ -70,16 +70,20 @@ def plan(cfg: DictConfig, ctx) -> dict:
     }
 
 
-def deploy(cfg: DictConfig, ctx) -> dict:
+def deploy(cfg: DictConfig, ctx, export: ExportOutputs) -> DeployOutputs:
+    """Render, validate and write the manifests; with serving.apply, apply them and wait until the
+    InferenceService is Ready. What was applied is deleted by `delete` (the engine calls it after
+    the last selected stage when serving.keep=false)."""
     kind = _kind(cfg)
     if kind == "none":
-        return {"manifests": [], "applied": False}
-    from llmops.plan import write_objects
-    from llmops.serving import render, validate
+        return DeployOutputs()
+    from llmops.k8s.manifests import write_objects
+    from llmops.k8s import validate
+    from llmops.serving import render
 
-    uris = _export_uris(cfg, ctx)
+    uris = _export_uris(cfg, export)
     objects = render.render(cfg, ctx.run_id, ctx.recipe, uris)
-    recipe_hash = (ctx.extra.get("provenance") or {}).get("recipe_hash")
+    recipe_hash = (ctx.provenance or {}).get("recipe_hash")
     if recipe_hash:  # trace a served model to the recipe file that made it
         for o in objects:
             o.setdefault("metadata", {}).setdefault("labels", {})["llmops.io/recipe-hash"] = recipe_hash
@@ -89,10 +93,9 @@ def deploy(cfg: DictConfig, ctx) -> dict:
         old.unlink()  # a rerun with fewer objects leaves no stale file behind
     paths = write_objects(objects, out_dir)
     n = render.names(cfg, ctx.run_id)
-    result = {"manifests": [str(p) for p in paths], "applied": False,
-              "isvc": n["isvc"], "runtime": kind,
-              "protocol": str(getattr(cfg.serving.protocol, "value", cfg.serving.protocol)),
-              "namespace": str(cfg.serving.namespace)}
+    result = DeployOutputs(manifests=[str(p) for p in paths], applied=False, isvc=n["isvc"], runtime=kind,
+                           protocol=str(getattr(cfg.serving.protocol, "value", cfg.serving.protocol)),
+                           namespace=str(cfg.serving.namespace))
     log.info("deploy: %d manifest(s) written to %s", len(paths), out_dir)
     if not cfg.serving.apply:
         return result
@@ -100,8 +103,8 @@ def deploy(cfg: DictConfig, ctx) -> dict:
     from llmops.serving import kube
 
     applied = kube.apply_objects(objects, cfg)
-    result.update({"applied": True, "objects": applied,
-                   "selector": render.run_selector(ctx.run_id, ctx.recipe)})
+    result.applied, result.objects = True, applied
+    result.selector = render.run_selector(ctx.run_id, ctx.recipe)
     try:
         status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
                                  timeout_s=float(cfg.serving.ready_timeout_s),
@@ -110,12 +113,17 @@ def deploy(cfg: DictConfig, ctx) -> dict:
         if cfg.serving.keep:
             raise LLMOpsError(f"{e}; the objects stay for inspection, `llmops undeploy "
                               f"{ctx.run_dir}` removes them") from None
-        kube.delete_run(str(cfg.serving.namespace), result["selector"])
+        kube.delete_run(str(cfg.serving.namespace), result.selector)
         raise LLMOpsError(f"{e}; deleted what was applied (serving.keep=false)") from None
-    result["url"] = status.get("url")
-    log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result["url"])
-    stages = [str(getattr(s, "value", s)) for s in cfg.stages]
-    if not cfg.serving.keep and "smoke_test" not in stages:
-        kube.delete_run(str(cfg.serving.namespace), result["selector"])
-        result["deleted"] = True
+    result.url = status.get("url")
+    log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result.url)
     return result
+
+
+def delete(out: DeployOutputs) -> list[str]:
+    """Delete everything a deploy applied (by the run's label selector)."""
+    from llmops.serving import kube
+
+    deleted = kube.delete_run(str(out.namespace), str(out.selector))
+    log.info("deploy: serving.keep=false, deleted what deploy applied in %s", out.namespace)
+    return deleted

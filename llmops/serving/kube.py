@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 
 log = logging.getLogger("llmops")
 
@@ -87,7 +87,7 @@ PLACEHOLDER_RE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")
 def fill_secret(obj: dict) -> dict:
     """A copy of a rendered Secret with its ${env:NAME} placeholders filled from the environment
     (the values are remembered for scrubbing from logs and errors)."""
-    from llmops.config import secrets
+    from llmops.core import secrets
 
     out = json.loads(json.dumps(obj))
     missing = []
@@ -127,7 +127,7 @@ def apply_one(core, custom, obj: dict) -> dict:
         else:
             raise LLMOpsError(f"cannot apply kind {kind!r}")
     except ApiException as e:
-        from llmops.config import secrets
+        from llmops.core import secrets
 
         raise LLMOpsError(secrets.scrub(str(_api_error(f"apply {kind}/{name} in {ns or 'cluster'}", e)))) from None
     log.info("deploy: applied %s/%s", kind, name)
@@ -255,38 +255,3 @@ def delete_run(ns: str, selector: str, clients_=None) -> list[str]:
         done.append(kind)
     log.info("undeploy: deleted %s labelled %s in %s", ", ".join(done), selector, ns)
     return done
-
-
-def undeploy_command(run_dir: Path) -> int:
-    from llmops.engine import atomic_write_json
-    from llmops.serving.server import read_state
-
-    run_dir = Path(run_dir)
-    state = read_state(run_dir)
-    dep = state.get("stages", {}).get("deploy") or {}
-    out = dep.get("outputs") or {}
-    namespace, selector = out.get("namespace"), out.get("selector")
-    if not out.get("applied"):
-        # a deploy that failed while applying or waiting may have left objects: find them by
-        # the run's labels in the namespace its config names
-        from llmops.serving.render import run_selector
-        from llmops.serving.server import run_config
-
-        cfg = run_config(run_dir)
-        applying = cfg is not None and dep.get("status") == "failed" and bool(
-            cfg.get("serving", {}).get("apply"))
-        if not applying:
-            print(f"llmops undeploy: {run_dir}: the run applied nothing; nothing to delete")
-            return 0
-        namespace = str(cfg.serving.namespace)
-        selector = run_selector(str(state["run_id"]), str(state.get("recipe") or cfg.get("recipe")))
-    try:
-        kinds = delete_run(str(namespace), str(selector))
-    except LLMOpsError as e:
-        print(f"llmops undeploy: error: {e}", file=sys.stderr)
-        return 1
-    if out.get("applied"):
-        out["deleted"] = True
-        atomic_write_json(run_dir / "state.json", state)
-    print(f"llmops undeploy: deleted {', '.join(kinds)} labelled {selector} in {namespace}")
-    return 0

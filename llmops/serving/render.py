@@ -18,8 +18,9 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from llmops.errors import LLMOpsError
-from llmops.serving import ISVC_NAME_MAX, LAYOUT, MODEL_FORMATS, PROTOCOLS, RUNTIME_KINDS
+from llmops.core.errors import LLMOpsError
+from llmops.core.names import ISVC_NAME_MAX, k8s_name, label_value
+from llmops.serving import LAYOUT, MODEL_FORMATS, PROTOCOLS, RUNTIME_KINDS
 
 LABEL_RUN_ID = "llmops.io/run-id"
 LABEL_RECIPE = "llmops.io/recipe"
@@ -28,7 +29,6 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "llmops")
 CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 PLACEHOLDER = "${env:%s}"
 
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 # ------------------------------------------------------------------------------------ escaping
@@ -61,7 +61,7 @@ def environment():
     import jinja2
     from markupsafe import Markup
 
-    from llmops.resources import templates_dir
+    from llmops.core.resources import templates_dir
 
     def finalize(value: Any):
         # macro output (already rendered template text) passes; every value is escaped for YAML
@@ -80,18 +80,6 @@ def environment():
 
 
 # --------------------------------------------------------------------------------------- names
-def label_value(value: str) -> str:
-    """`value` as a valid label value (<= 63 chars of [A-Za-z0-9-_.], alphanumeric at the ends);
-    a changed value ends in a short hash of the original so distinct inputs stay distinct."""
-    v = str(value)
-    if len(v) <= 63 and _LABEL_VALUE.match(v):
-        return v
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", v).strip("-_.")
-    digest = hashlib.sha256(v.encode()).hexdigest()[:6]
-    clean = clean[: 63 - 7].rstrip("-_.")
-    return f"{clean}-{digest}" if clean else digest
-
-
 def _enum(v: Any) -> str:
     return str(getattr(v, "value", v))
 
@@ -100,8 +88,10 @@ def isvc_name(cfg: DictConfig, run_id: str) -> str:
     """The InferenceService name: serving.name, or derived from the run id (DNS-1035, short)."""
     if cfg.serving.name:
         return str(cfg.serving.name)
-    from llmops.names import k8s_name
+    return derived_isvc_name(run_id)
 
+
+def derived_isvc_name(run_id: str) -> str:
     return k8s_name(str(run_id), ISVC_NAME_MAX, dns1035=True)
 
 

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 
 log = logging.getLogger("llmops")
 
@@ -187,55 +187,6 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
-# ------------------------------------------------------------------------------ run directories
-def read_state(run_dir: Path) -> dict:
-    p = Path(run_dir) / "state.json"
-    if not p.is_file():
-        raise LLMOpsError(f"{run_dir}: no state.json; expected a run directory made by `llmops run`")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise LLMOpsError(f"{p}: not valid JSON ({e})") from None
-
-
-def run_config(run_dir: Path):
-    """The run's saved config (secrets masked), or None when the run directory has none."""
-    p = Path(run_dir) / "config.yaml"
-    if not p.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    return OmegaConf.load(p)
-
-
-def stage_outputs(state: dict, stage: str, run_dir: Path) -> dict:
-    st = state.get("stages", {}).get(stage) or {}
-    if st.get("status") != "done":
-        raise LLMOpsError(f"{run_dir}: stage '{stage}' has not finished (status "
-                          f"{st.get('status', 'absent')!r}); run it first")
-    return st.get("outputs") or {}
-
-
-def served_name(run_dir: Path, state: Optional[dict] = None) -> str:
-    """The name the run's InferenceService has (or would have)."""
-    state = state or read_state(run_dir)
-    dep = (state.get("stages", {}).get("deploy") or {}).get("outputs") or {}
-    if dep.get("isvc"):
-        return str(dep["isvc"])
-    cfg = run_config(run_dir)
-    name = None
-    if cfg is not None:
-        from omegaconf import OmegaConf
-
-        name = OmegaConf.select(cfg, "serving.name", default=None)
-    if name:
-        return str(name)
-    from llmops.names import k8s_name
-    from llmops.serving import ISVC_NAME_MAX
-
-    return k8s_name(str(state["run_id"]), ISVC_NAME_MAX, dns1035=True)
-
-
 def local_model_dir(cfg, model_uri: str, tmp: Path) -> Path:
     """A local folder holding the exported HF model at `model_uri` (verified by its manifest)."""
     if str(model_uri).startswith("file://"):  # a local folder whatever storage the run used
@@ -247,43 +198,3 @@ def local_model_dir(cfg, model_uri: str, tmp: Path) -> Path:
     from llmops.storage import get_store
 
     return Path(get_store(cfg).get_dir(model_uri, tmp))
-
-
-def serve_command(run_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> int:
-    import tempfile
-
-    run_dir = Path(run_dir)
-    state = read_state(run_dir)
-    model_uri = stage_outputs(state, "export", run_dir).get("model_uri")
-    if not model_uri:
-        raise LLMOpsError(f"{run_dir}: the export stage recorded no model_uri")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serve: listening on %s: anyone who reaches this address can use the model", host)
-    name = served_name(run_dir, state)
-    with tempfile.TemporaryDirectory(prefix="llmops-serve-") as tmp:
-        model = LocalModel(local_model_dir(run_config(run_dir), str(model_uri), Path(tmp)))
-        srv = make_server(model, name, host, port)
-        h, p = srv.server_address[:2]
-        print(f"llmops serve: model '{name}' from {model_uri}\n"
-              f"  OpenAI completions API at http://{h}:{p}/v1/completions (Ctrl-C stops)", flush=True)
-        import os
-
-        from llmops.engine import atomic_write_json
-        from llmops.serving.client import SERVE_FILE
-
-        import signal
-
-        def _stop(*_):  # SIGTERM ends the server like Ctrl-C (and removes the marker)
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _stop)
-        marker = run_dir / SERVE_FILE  # lets `llmops call RUN_DIR` find this server
-        atomic_write_json(marker, {"url": f"http://{h}:{p}", "model": name, "pid": os.getpid()})
-        try:
-            srv.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            srv.server_close()
-            marker.unlink(missing_ok=True)
-    return 0

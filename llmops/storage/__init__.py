@@ -3,6 +3,7 @@
     class Store(Protocol):
         def put_dir(self, local: Path, uri: str) -> dict: ...  # manifest; verified, resumable
         def get_dir(self, uri: str, local: Path) -> Path: ...
+        def verify(self, uri: str) -> dict: ...               # manifest, every file checked in place
         def exists(self, uri: str) -> bool: ...
 
 A model prefix is complete only when its manifest (`llmops-manifest.json`: every file's
@@ -15,13 +16,15 @@ from typing import Protocol
 
 from omegaconf import DictConfig
 
-MANIFEST = "llmops-manifest.json"
+from llmops.storage.manifest import MANIFEST  # noqa: E402  (re-exported: every store writes it)
 
 
 class Store(Protocol):
     def put_dir(self, local, uri: str) -> dict: ...
 
     def get_dir(self, uri: str, local): ...
+
+    def verify(self, uri: str) -> dict: ...
 
     def exists(self, uri: str) -> bool: ...
 
@@ -116,12 +119,12 @@ def worker_env(cfg: DictConfig) -> dict:
 
     s3: the credentials this process uses (environment or ``storage.profile``), as
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (+ ``AWS_SESSION_TOKEN``), and
-    ``AWS_DEFAULT_REGION`` when set. The values are remembered by ``llmops.config.secrets`` so no
+    ``AWS_DEFAULT_REGION`` when set. The values are remembered by ``llmops.core.secrets`` so no
     log line carries them; whoever shows or saves the runtime env must still mask it. local/pvc: {}.
     """
     if cfg.storage.kind.value != "s3":
         return {}
-    from llmops.config import secrets
+    from llmops.core import secrets
     from llmops.storage.s3 import S3Error, S3Settings, S3Store
 
     s = S3Settings.from_config(cfg.storage)

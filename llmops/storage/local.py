@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from llmops.errors import LLMOpsError
-from llmops.storage import MANIFEST
+from llmops.core.errors import LLMOpsError
+from llmops.storage.manifest import MANIFEST, build_manifest, sha256_file, verify_dir
 
 
 def local_prefix(root: str, run_id: str) -> str:
@@ -28,32 +27,6 @@ def to_pvc_uri(uri: str, mount_path: str, pvc_name: str) -> str:
     p = to_path(uri)
     rel = p.relative_to(Path(str(mount_path)).expanduser().resolve())
     return f"pvc://{pvc_name}/{rel.as_posix()}/"
-
-
-def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def build_manifest(local: Path) -> dict:
-    files = {}
-    for p in sorted(local.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            rel = p.relative_to(local).as_posix()
-            files[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
-    return {"version": 1, "files": files}
-
-
-def verify_dir(local: Path, manifest: dict, where: str) -> None:
-    for rel, meta in manifest["files"].items():
-        p = local / rel
-        if not p.is_file():
-            raise LLMOpsError(f"{where}: file '{rel}' listed in {MANIFEST} is missing")
-        if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
-            raise LLMOpsError(f"{where}: file '{rel}' does not match its sha256 in {MANIFEST}")
 
 
 class LocalStore:
@@ -107,6 +80,12 @@ class LocalStore:
         manifest = self.read_manifest(uri)
         verify_dir(src, manifest, uri)
         return src  # already local: no copy needed
+
+    def verify(self, uri: str) -> dict:
+        """The manifest of `uri`, after checking every file it lists against its size and sha256."""
+        manifest = self.read_manifest(uri)
+        verify_dir(to_path(uri), manifest, uri)
+        return manifest
 
     def exists(self, uri: str) -> bool:
         return (to_path(uri) / MANIFEST).is_file()

@@ -42,8 +42,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
-from llmops.errors import LLMOpsError
-from llmops.storage import MANIFEST
+from llmops.core.errors import LLMOpsError
+from llmops.storage.manifest import MANIFEST, sha256_file
 
 log = logging.getLogger("llmops.storage.s3")
 
@@ -155,8 +155,6 @@ def _safe_rel(rel: str, where: str) -> str:
 
 # ---------------------------------------------------------------------------------------- hashes
 def _hash_file(path: Path, bufsize: int = 4 * MiB) -> str:
-    from llmops.storage.local import sha256_file
-
     return sha256_file(path, bufsize)
 
 
@@ -275,7 +273,7 @@ class S3Store:
                 session = self.session()
                 creds = session.get_credentials()
                 if creds is not None:  # scrub them from every log line and error message
-                    from llmops.config import secrets
+                    from llmops.core import secrets
 
                     frozen = creds.get_frozen_credentials()
                     for v in (frozen.access_key, frozen.secret_key, frozen.token):
@@ -410,6 +408,21 @@ class S3Store:
         except Exception:
             raise S3Error(f"s3://{bucket}/{key}: not a valid {MANIFEST}", code="BadManifest") from None
         return m
+
+    def verify(self, uri: str) -> dict:
+        """The manifest of `uri`, after checking that every file it lists is stored with its size
+        Nothing is downloaded: the sha256 of each file was checked when it was uploaded."""
+        manifest = self.read_manifest(uri)
+        bucket, prefix = parse_uri(uri)
+        listed = self._list(bucket, prefix)
+        for rel, meta in manifest["files"].items():
+            obj = listed.get(prefix + _safe_rel(rel, uri))
+            if obj is None:
+                raise S3Error(f"{uri}: file '{rel}' listed in {MANIFEST} is missing", code="Incomplete")
+            if int(obj["size"]) != int(meta["size"]):
+                raise S3Error(f"{uri}: file '{rel}' is {obj['size']} bytes, {MANIFEST} says "
+                              f"{meta['size']}", code="Incomplete")
+        return manifest
 
     def exists(self, uri: str) -> bool:
         bucket, prefix = parse_uri(uri)

@@ -3,7 +3,7 @@
 
 def ctx_with_prepared_data(cfg, tmp_path):
     """A run context whose prepare_data stage is recorded as done (the backends read its outputs)."""
-    from llmops.engine import open_run
+    from llmops.pipeline.engine import open_run
 
     ctx = open_run(cfg, tmp_path / "run")
     ctx.state.stage("prepare_data").update(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from tests.clusters.helpers import ctx_with_prepared_data
 
 PROBE = str(Path(__file__).parent / "probe" / "llmops_probe")
@@ -294,9 +294,9 @@ def test_raycluster_mode_trains_and_deletes(ray_head, cf_cfg, tmp_path):
     lines = []
     with _backend(cfg, _kube(custom=custom), lines) as b:
         assert b._headers() == {"Authorization": "Bearer kube-token-abc123"}
-        out = b.run_training(cfg, _ctx(cfg, tmp_path))
-    assert out["metrics"]["global_step"] == 2
-    assert (Path(out["model_dir"]) / "weights.txt").read_text() == "lr=0.5\n"
+        out = b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
+    assert out.metrics["global_step"] == 2
+    assert (Path(out.model_uri) / "weights.txt").read_text() == "lr=0.5\n"
     assert custom.deleted() == [("rayclusters", "gpt2-blog")]
     assert any("SUCCEEDED" in ln for ln in lines)
 
@@ -307,7 +307,7 @@ def test_job_dying_mid_run_surfaces_and_deletes(ray_head, cf_cfg, tmp_path):
     cfg = cf_cfg(f"cluster.dashboard_url={ray_head.address}", "training.max_steps=999")
     with pytest.raises(LLMOpsError) as e:
         with _backend(cfg, _kube(custom=custom)) as b:
-            b.run_training(cfg, _ctx(cfg, tmp_path))
+            b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
     assert "FAILED" in str(e.value) and "training diverged at step 3" in str(e.value)
     assert custom.deleted() == [("rayclusters", "gpt2-blog")]
 
@@ -351,8 +351,8 @@ def test_rayjob_mode_follows_to_complete_and_deletes(ray_head, cf_cfg, tmp_path)
     b = CodeflareBackend(cfg, kube=_kube(custom=custom), train_callable="llmops_probe:fit",
                          echo=lines.append)
     with b:
-        out = b.run_training(cfg, _ctx(cfg, tmp_path))
-    assert out["metrics"]["global_step"] == 2 and out["method"] == "full"
+        out = b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
+    assert out.metrics["global_step"] == 2 and out.metrics["probe"]["method"] == "full"
     assert custom.applied() == [("rayjobs", "gpt2-job")]
     assert custom.deleted() == [("rayjobs", "gpt2-job")]
     assert any("Complete SUCCEEDED" in ln for ln in lines)

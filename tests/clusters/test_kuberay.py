@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops.errors import ConfigError
+from llmops.core.errors import ConfigError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "kuberay"
 IMAGE = "quay.io/modh/ray:2.58.0-py311-cu121"
@@ -27,7 +27,7 @@ FOUR_GPU = ["cluster=codeflare", f"cluster.image={IMAGE}", "cluster.name=gpt2-4g
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory):
     """Composed configs, cached for this module: these tests only read them."""
-    from llmops.config.compose import compose as _compose
+    from llmops.pipeline.checks import compose as _compose
     from llmops.config.compose import strip_hydra
 
     base = tmp_path_factory.mktemp("kuberay")
@@ -109,7 +109,7 @@ def test_unknown_fields_and_wrong_types_are_errors(compose):
 
 def test_derived_names_are_bounded_dns1035_and_deterministic(compose):
     from llmops.clusters import kuberay
-    from llmops.config.validate import dns1035_problem
+    from llmops.core.names import dns1035_problem
 
     long_id = "2024-My_Recipe.with.a.very.long.name-and-more-words-" + "x" * 40
     cfg = compose("quickstart", "cluster=codeflare", f"cluster.image={IMAGE}", f"run_id={long_id}")
@@ -158,8 +158,8 @@ def test_config_errors_name_the_key(compose):
 def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatch, capsys):
     """`llmops plan ... cluster=codeflare --out DIR`: no kubeconfig, no network, valid files."""
     from llmops.clusters.codeflare import CodeflareBackend
-    from llmops.engine import RunContext
-    from llmops.plan import write_objects
+    from llmops.pipeline.engine import RunContext
+    from llmops.k8s.manifests import write_objects
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     import kubernetes.client

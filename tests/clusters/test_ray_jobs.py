@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from tests.clusters.helpers import ctx_with_prepared_data
 
 PROBE = str(Path(__file__).parent / "probe" / "llmops_probe")
@@ -38,7 +38,7 @@ def test_payload_ships_references_not_secrets(ray_cfg, tmp_path):
 
     cfg = ray_cfg("http://127.0.0.1:1", "+cluster.headers.Authorization=Bearer abcdefgh12345")
     ctx = _ctx(cfg, tmp_path)
-    path, env = write_payload(tmp_path / "job", cfg, ctx, train_callable="m:f")
+    path, env = write_payload(tmp_path / "job", cfg, ctx.training_task(), train_callable="m:f")
     text = path.read_text()
     assert SECRET not in text and "abcdefgh12345" not in text
     payload = json.loads(text)
@@ -51,7 +51,7 @@ def test_payload_ships_references_not_secrets(ray_cfg, tmp_path):
 
     cfg2 = ray_cfg("http://127.0.0.1:1", "cluster.pass_secrets=true",
                    "+cluster.headers.Authorization=Bearer abcdefgh12345")
-    _, env2 = write_payload(tmp_path / "job2", cfg2, _ctx(cfg2, tmp_path / "b"), train_callable="m:f")
+    _, env2 = write_payload(tmp_path / "job2", cfg2, _ctx(cfg2, tmp_path / "b").training_task(), train_callable="m:f")
     assert env2 == {"MY_HF_TOKEN": SECRET,
                     "LLMOPS_SECRET_CLUSTER_HEADERS_AUTHORIZATION": "Bearer abcdefgh12345"}
 
@@ -112,7 +112,7 @@ def test_dashboard_401_is_a_clear_error(ray_cfg):
 
 
 def test_config_requires_an_address(compose):
-    from llmops.errors import ConfigError
+    from llmops.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         compose("quickstart", "cluster=ray", "cluster.address=null")
@@ -132,11 +132,11 @@ def test_job_runs_end_to_end_on_a_real_head(ray_head, ray_cfg, tmp_path):
     lines = []
     with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
                         echo=lines.append) as b:
-        out = b.run_training(cfg, ctx)
-    assert out["metrics"]["global_step"] == 2 and out["method"] == "full"
-    assert (Path(out["model_dir"]) / "weights.txt").read_text() == "lr=0.125\n"
-    assert out["token_len"] == len(SECRET)  # the secret reached the job through env_vars
-    assert out["data_dir"] == str(tmp_path / "data")
+        out = b.run_training(cfg, ctx.training_task())
+    assert out.metrics["global_step"] == 2 and out.metrics["probe"]["method"] == "full"
+    assert (Path(out.model_uri) / "weights.txt").read_text() == "lr=0.125\n"
+    assert out.metrics["probe"]["token_len"] == len(SECRET)  # the secret reached the job through env_vars
+    assert out.metrics["probe"]["data_dir"] == str(tmp_path / "data")
     text = "\n".join(lines)
     assert "probe: training step 1" in text  # logs streamed
     assert "RUNNING" in text and "SUCCEEDED" in text  # status changes reported
@@ -151,7 +151,7 @@ def test_failed_job_surfaces_last_lines_and_reason(ray_head, ray_cfg, tmp_path):
     with pytest.raises(LLMOpsError) as e:
         with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
                             echo=lambda s: None) as b:
-            b.run_training(cfg, _ctx(cfg, tmp_path))
+            b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
     msg = str(e.value)
     assert "FAILED" in msg and "loss is nan at step 3" in msg and "training diverged" in msg
 
@@ -173,7 +173,7 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
                             echo=echo) as b:
-            b.run_training(cfg, _ctx(cfg, tmp_path / "a"))
+            b.run_training(cfg, _ctx(cfg, tmp_path / "a").training_task())
     jobs = client.list_jobs()
     assert jobs and all(j.status.value in ("STOPPED", "SUCCEEDED", "FAILED") for j in jobs)
     assert any(j.status.value == "STOPPED" for j in jobs)
@@ -183,7 +183,7 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
     with pytest.raises(LLMOpsError) as e:
         with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
                             echo=lambda s: None) as b:
-            b.run_training(cfg, _ctx(cfg, tmp_path / "b"))
+            b.run_training(cfg, _ctx(cfg, tmp_path / "b").training_task())
     assert "cluster.job_timeout_s" in str(e.value)
     assert sum(j.status.value == "STOPPED" for j in client.list_jobs()) == 2
 
@@ -199,7 +199,7 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with RayJobsBackend(cfg, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
                             echo=echo2, ask=lambda job: asked.append(job) or False) as b:
-            b.run_training(cfg, _ctx(cfg, tmp_path / "c"))
+            b.run_training(cfg, _ctx(cfg, tmp_path / "c").training_task())
     assert len(asked) == 1 and client.get_job_status(asked[0]).value == "RUNNING"
     assert any("ray job logs" in ln and asked[0] in ln for ln in lines)
     client.stop_job(asked[0])
@@ -208,21 +208,21 @@ def test_ctrl_c_and_timeout_stop_the_job(ray_head, ray_cfg, tmp_path):
 @pytest.mark.slow
 def test_real_training_through_the_engine_on_a_real_head(ray_head, compose, tmp_path):
     """`llmops run quickstart cluster=ray ...` minus the CLI: prepare_data here, train as a job."""
-    from llmops import engine
+    from llmops.pipeline import engine
 
     cfg = compose("quickstart", "cluster=ray", f"cluster.address={ray_head.address}",
                   "cluster.poll_interval_s=0.5", "stages=[prepare_data,train]",
                   "dataset.max_train_blocks=48", "dataset.max_eval_blocks=8",
                   "training.max_steps=4", "training.eval_steps=2", "training.logging_steps=2")
     out = engine.run(cfg, tmp_path / "run")
-    train = out["state"]["stages"]["train"]
+    train = out.state.data["stages"]["train"]
     assert train["status"] == "done"
     m = train["outputs"]["metrics"]
     assert m["global_step"] == 4 and m["eval_loss"] > 0 and m["tokens_per_s"] > 0
     assert abs(m["perplexity"] - 2.718281828 ** m["eval_loss"]) < 1e-3 * m["perplexity"]
     assert train["outputs"]["checkpoint_uri"]
     payload = json.loads((tmp_path / "run" / "train" / "job" / "payload.json").read_text())
-    assert payload["callable"] == "llmops.training:fit"
+    assert payload["callable"] == "llmops.training.loop:fit"
 
 
 def test_relative_local_paths_travel_absolute(compose, tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ def wikitext_cache(tmp_path_factory):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: the offline WikiText-2 / GPT-2 tokenizer data is needed")
     from llmops import data
-    from llmops.config.compose import compose, strip_hydra
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
 
     cache = tmp_path_factory.mktemp("wikitext-cache")
     cfg, _ = compose("gpt2-wikitext", wikitext_overrides(cache), check=True)
@@ -34,7 +35,8 @@ def wikitext_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def _base_cfgs():
     """Composed once per session (composing takes seconds): quickstart and gpt2-wikitext on files."""
-    from llmops.config.compose import compose, strip_hydra
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
 
     out = {}
     cfg, _ = compose("quickstart", [], check=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmops import data
-from llmops.config.validate import validate
-from llmops.errors import ConfigError, LLMOpsError
+from llmops.pipeline.checks import validate
+from llmops.core.errors import ConfigError, LLMOpsError
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_batch_grouping_that_drops_everything_says_so(cfg_of, tmp_path, shared_d
     with pytest.raises(LLMOpsError, match="dataset.group_by=corpus"):
         data.prepare(cfg)
     cfg.dataset.group_by = "corpus"
-    assert data.prepare(cfg)["blocks"]["train"] == 400 // 128
+    assert data.prepare(cfg).blocks["train"] == 400 // 128
 
 
 def test_block_size_larger_than_the_tokenizer_context(cfg_of, shared_data, no_tokenizing):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llmops import data
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from tests.conftest import ROOT
 from tests.data.conftest import wikitext_overrides
 
@@ -50,46 +50,46 @@ def _with(cfg, **dataset):
 
 
 def _meta(out: dict) -> dict:
-    return json.loads((Path(out["data_dir"]) / "meta.json").read_text())
+    return json.loads((Path(out.data_dir) / "meta.json").read_text())
 
 
 def test_rerun_hits_the_cache_and_a_changed_setting_or_file_misses(compose, tmp_path, shared_data):
     _small_corpus(tmp_path, shared_data)
     cfg = compose("gpt2-wikitext", *_overrides(tmp_path, shared_data))  # composed as a user would
     first = data.prepare(cfg)
-    assert first["cache_hit"] is False and _meta(first)["tokens_cache_hit"] is False
+    assert first.cache_hit is False and _meta(first)["tokens_cache_hit"] is False
 
     t0 = time.perf_counter()
     again = data.prepare(copy.deepcopy(cfg))
     warm_s = time.perf_counter() - t0
-    assert again["cache_hit"] is True and again["data_dir"] == first["data_dir"]
-    assert again["blocks"] == first["blocks"]
+    assert again.cache_hit is True and again.data_dir == first.data_dir
+    assert again.blocks == first.blocks
     assert warm_s < 1.0, f"warm rerun took {warm_s:.2f} s"
 
     # the number of processes does not change the blocks, so it does not change the key
     more_procs = data.prepare(_with(cfg, num_proc=2))
-    assert more_procs["cache_hit"] is True and more_procs["data_dir"] == first["data_dir"]
+    assert more_procs.cache_hit is True and more_procs.data_dir == first.data_dir
 
     # each setting that changes the blocks makes a new entry, regrouped from the cached tokens
-    seen = {first["data_dir"]}
+    seen = {first.data_dir}
     for change in ({"block_size": 128}, {"group_by": "corpus"}, {"map_batch_size": 100},
                    {"max_train_blocks": 5}):
         out = data.prepare(_with(cfg, **change))
-        assert out["cache_hit"] is False, change
+        assert out.cache_hit is False, change
         assert _meta(out)["tokens_cache_hit"] is True, change
-        assert out["data_dir"] not in seen, change
-        seen.add(out["data_dir"])
-    assert data.prepare(_with(cfg, block_size=128))["blocks"]["train"] > first["blocks"]["train"]
+        assert out.data_dir not in seen, change
+        seen.add(out.data_dir)
+    assert data.prepare(_with(cfg, block_size=128)).blocks["train"] > first.blocks["train"]
 
     # a changed data file (same name) makes new tokens and new blocks
     train = tmp_path / "wt" / "wiki.train.raw"
     text = train.read_text(encoding="utf-8")
     train.write_text(text[: len(text) // 2], encoding="utf-8")
     changed = data.prepare(copy.deepcopy(cfg))
-    assert changed["cache_hit"] is False and _meta(changed)["tokens_cache_hit"] is False
-    assert changed["data_dir"] not in seen
-    assert changed["blocks"]["train"] < first["blocks"]["train"]
-    assert changed["blocks"]["validation"] == first["blocks"]["validation"]
+    assert changed.cache_hit is False and _meta(changed)["tokens_cache_hit"] is False
+    assert changed.data_dir not in seen
+    assert changed.blocks["train"] < first.blocks["train"]
+    assert changed.blocks["validation"] == first.blocks["validation"]
 
 
 def test_a_changed_tokenizer_misses_the_cache(cfg_of, tmp_path, shared_data):
@@ -101,13 +101,13 @@ def test_a_changed_tokenizer_misses_the_cache(cfg_of, tmp_path, shared_data):
         os.chmod(p, 0o644)
     cfg = _small(cfg_of, tmp_path, shared_data, **{"model.tokenizer": str(tok)})
     same = data.prepare(cfg)
-    assert same["cache_hit"] is True  # the same files in another folder: same content, same entry
+    assert same.cache_hit is True  # the same files in another folder: same content, same entry
     cfg_path = tok / "tokenizer_config.json"
     cfg_path.write_text(cfg_path.read_text().replace('"model_max_length": 1024', '"model_max_length": 1000'))
     other = data.prepare(copy.deepcopy(cfg))
-    assert other["cache_hit"] is False and other["data_dir"] != first["data_dir"]
+    assert other.cache_hit is False and other.data_dir != first.data_dir
     assert _meta(other)["tokens_cache_hit"] is False
-    saved = json.loads((Path(other["tokenizer_dir"]) / "tokenizer_config.json").read_text())
+    saved = json.loads((Path(other.tokenizer_dir) / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == 1000  # the tokenizer that was used travels with the blocks
 
 
@@ -130,8 +130,8 @@ def test_interrupted_prepare_leaves_no_entry_that_looks_complete(cfg_of, tmp_pat
     assert _entries(tmp_path / "cache") == []  # neither a half entry nor a temporary folder
     monkeypatch.undo()
     out = data.prepare(cfg)
-    assert out["cache_hit"] is False
-    assert data.load_blocks(out["data_dir"], "train").shape[0] == out["blocks"]["train"]
+    assert out.cache_hit is False
+    assert data.load_blocks(out.data_dir, "train").shape[0] == out.blocks["train"]
 
 
 @pytest.mark.slow
@@ -162,7 +162,7 @@ data.prepare(cfg)
     cfg = cfg_of("quickstart", **settings)
     key, _ = data.fingerprint(cfg)
     out = data.prepare(cfg)
-    assert out["cache_hit"] is False and out["fingerprint"] == key
+    assert out.cache_hit is False and out.fingerprint == key
     assert not any(Path(p).name.startswith(".tmp-") for p in _entries(cache))  # dead writer's temp removed
 
 
@@ -183,7 +183,8 @@ def test_plan_imports_nothing_heavy_and_writes_nothing(tmp_path, shared_data):
     cache = tmp_path / "cache"
     code = f"""
 import sys, json
-from llmops.config.compose import compose, strip_hydra
+from llmops.config.compose import strip_hydra
+from llmops.pipeline.checks import compose
 from llmops import data
 cfg, _ = compose("gpt2-wikitext", {wikitext_overrides(cache)!r}, check=True)
 p = data.plan(strip_hydra(cfg))

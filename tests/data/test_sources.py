@@ -42,9 +42,9 @@ def test_text_files_hold_out_eval_fraction_of_rows(cfg_of, tmp_path, shared_data
     assert len(rows["validation"]) == 150 and len(rows["train"]) == 1350
     assert sorted(rows["train"] + rows["validation"]) == sorted(lines)
     out = data.prepare(cfg)
-    assert out["rows"] == {"train": 1350, "validation": 150}
-    assert out["blocks"]["train"] == _gpt2_count(shared_data, rows["train"]) // 64
-    assert out["blocks"]["validation"] == _gpt2_count(shared_data, rows["validation"]) // 64
+    assert out.rows == {"train": 1350, "validation": 150}
+    assert out.blocks["train"] == _gpt2_count(shared_data, rows["train"]) // 64
+    assert out.blocks["validation"] == _gpt2_count(shared_data, rows["validation"]) // 64
 
 
 def test_json_files_with_eval_files_and_a_text_field(cfg_of, tmp_path, shared_data, wiki_rows):
@@ -59,8 +59,8 @@ def test_json_files_with_eval_files_and_a_text_field(cfg_of, tmp_path, shared_da
     rows = data.load_rows(cfg)
     assert rows == {"train": wiki_rows[:1000], "validation": wiki_rows[1000:1400]}
     out = data.prepare(cfg)
-    assert out["blocks"]["train"] == _gpt2_count(shared_data, wiki_rows[:1000]) // 128  # one batch
-    assert out["rows"] == {"train": 1000, "validation": 400}
+    assert out.blocks["train"] == _gpt2_count(shared_data, wiki_rows[:1000]) // 128  # one batch
+    assert out.rows == {"train": 1000, "validation": 400}
 
 
 def test_hub_source_loads_a_local_dataset_folder_with_load_dataset(cfg_of, tmp_path, shared_data, wiki_rows):
@@ -76,11 +76,11 @@ def test_hub_source_loads_a_local_dataset_folder_with_load_dataset(cfg_of, tmp_p
     rows = data.load_rows(cfg)
     assert rows == {"train": wiki_rows[:900], "validation": wiki_rows[900:1300]}
     out = data.prepare(cfg)
-    assert out["cache_hit"] is False and out["rows"] == {"train": 900, "validation": 400}
-    assert data.prepare(cfg)["cache_hit"] is True
+    assert out.cache_hit is False and out.rows == {"train": 900, "validation": 400}
+    assert data.prepare(cfg).cache_hit is True
     # the folder is hashed by content: a change is a new entry
     (folder / "validation.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in wiki_rows[900:1200]))
-    assert data.prepare(cfg)["cache_hit"] is False
+    assert data.prepare(cfg).cache_hit is False
     # no eval split in the dataset: eval_fraction of train is held out
     cfg.dataset.eval_split = "test"
     rows = data.load_rows(cfg)

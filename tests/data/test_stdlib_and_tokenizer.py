@@ -88,26 +88,26 @@ def quickstart_prepared(_base_cfgs, tmp_path_factory):
 
 def test_quickstart_prepare_trains_a_tokenizer_and_caps_blocks(quickstart_prepared, stdlib_docs):
     cfg, out = quickstart_prepared
-    assert out["cache_hit"] is False
-    assert out["blocks"] == {"train": 2048, "validation": 64}  # recipes/quickstart.yaml caps
-    assert out["tokens"] == {"train": 2048 * 128, "validation": 64 * 128}
+    assert out.cache_hit is False
+    assert out.blocks == {"train": 2048, "validation": 64}  # recipes/quickstart.yaml caps
+    assert out.tokens == {"train": 2048 * 128, "validation": 64 * 128}
     train, val = data._holdout(stdlib_docs, 0.05, 42)
-    assert out["rows"] == {"train": len(train), "validation": len(val)}
-    assert out["vocab_size"] == 2048
-    blocks = data.load_blocks(out["data_dir"], "train")
+    assert out.rows == {"train": len(train), "validation": len(val)}
+    assert out.vocab_size == 2048
+    blocks = data.load_blocks(out.data_dir, "train")
     assert blocks.shape == (2048, 128) and int(blocks.max()) < 2048
 
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(out["tokenizer_dir"])
-    assert json.loads((Path(out["tokenizer_dir"]) / "tokenizer_config.json").read_text())[
+    tok = AutoTokenizer.from_pretrained(out.tokenizer_dir)
+    assert json.loads((Path(out.tokenizer_dir) / "tokenizer_config.json").read_text())[
         "tokenizer_class"] == "GPT2Tokenizer"
     assert len(tok) == 2048 and tok.model_max_length == cfg.model.n_positions
     # the blocks are the training documents as AutoTokenizer(tokenizer_dir) encodes them
     ids = [i for doc in train[:20] for i in tok(doc)["input_ids"]]
     assert blocks[:8].ravel().tolist() == ids[:8 * 128]
     val_ids = [i for doc in val[:10] for i in tok(doc)["input_ids"]]
-    assert data.load_blocks(out["data_dir"], "validation")[:2].ravel().tolist() == val_ids[:256]
+    assert data.load_blocks(out.data_dir, "validation")[:2].ravel().tolist() == val_ids[:256]
 
     # the trained tokenizer is cached by corpus + vocabulary
     trained = list((Path(cfg.paths.cache_dir) / "tokenizers").iterdir())
@@ -121,9 +121,9 @@ def test_quickstart_warm_rerun_is_fast(quickstart_prepared):
     t0 = time.perf_counter()
     again = data.prepare(copy.deepcopy(cfg))
     assert time.perf_counter() - t0 < 1.0
-    assert again["cache_hit"] is True and again["data_dir"] == out["data_dir"]
+    assert again.cache_hit is True and again.data_dir == out.data_dir
     # another seed holds out other documents: a different corpus, a different entry
     other = copy.deepcopy(cfg)
     other.seed = 7
     key_other, _ = data.fingerprint(other)
-    assert key_other != out["fingerprint"]
+    assert key_other != out.fingerprint

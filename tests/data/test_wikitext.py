@@ -69,19 +69,19 @@ def test_group_by_batch_equals_run_clm_group_texts(block_size, batch):
 def test_gpt2_block_counts_match_run_clm(wikitext_cache):
     """GPT-2 tokenizer, block 1024, group_by batch: validation 240 blocks, test 274."""
     cache, out = wikitext_cache
-    assert out["blocks"] == {"train": 274, "validation": 240}
-    assert out["tokens"] == {"train": 274 * 1024, "validation": 240 * 1024}
-    assert out["cache_hit"] is False
-    meta = json.loads((data.Path(out["data_dir"]) / "meta.json").read_text())
+    assert out.blocks == {"train": 274, "validation": 240}
+    assert out.tokens == {"train": 274 * 1024, "validation": 240 * 1024}
+    assert out.cache_hit is False
+    meta = json.loads((data.Path(out.data_dir) / "meta.json").read_text())
     assert meta["tokens_before_grouping"] == {"train": GPT2_TOKENS["test"], "validation": GPT2_TOKENS["valid"]}
     assert meta["rows"] == {"train": ROWS["test"], "validation": ROWS["valid"]}
-    val = data.load_blocks(out["data_dir"], "validation")
+    val = data.load_blocks(out.data_dir, "validation")
     assert isinstance(val, np.memmap) and val.shape == (240, 1024) and val.dtype == np.int32
-    assert data.load_blocks(out["data_dir"], "train").shape == (274, 1024)
+    assert data.load_blocks(out.data_dir, "train").shape == (274, 1024)
     # the blocks are the tokenizer's ids: the first block decodes to the start of the split
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(out["tokenizer_dir"])
+    tok = AutoTokenizer.from_pretrained(out.tokenizer_dir)
     assert tok.decode(val[0][:8].tolist()).startswith(" \n = Homarus gammarus =") or \
         tok.decode(val[0][:8].tolist()).startswith(" = Homarus gammarus =")
     assert tok("Hello world")["input_ids"] == [15496, 995]
@@ -91,8 +91,8 @@ def test_corpus_packing_drops_one_remainder(wikitext_cache, compose):
     cache, _ = wikitext_cache
     cfg = compose("gpt2-wikitext", *wikitext_overrides(cache, "dataset.group_by=corpus"))
     out = data.prepare(cfg)
-    assert out["blocks"] == {"train": GPT2_TOKENS["test"] // 1024, "validation": GPT2_TOKENS["valid"] // 1024}
-    assert out["blocks"]["validation"] > 240  # packing keeps what batch-wise dropping throws away
+    assert out.blocks == {"train": GPT2_TOKENS["test"] // 1024, "validation": GPT2_TOKENS["valid"] // 1024}
+    assert out.blocks["validation"] > 240  # packing keeps what batch-wise dropping throws away
 
 
 def test_caps_keep_the_first_blocks(wikitext_cache, compose):
@@ -100,14 +100,14 @@ def test_caps_keep_the_first_blocks(wikitext_cache, compose):
     cfg = compose("gpt2-wikitext", *wikitext_overrides(cache, "dataset.max_train_blocks=10",
                                                        "dataset.max_eval_blocks=3"))
     out = data.prepare(cfg)
-    assert out["blocks"] == {"train": 10, "validation": 3}
-    assert out["data_dir"] != full["data_dir"]
-    np.testing.assert_array_equal(data.load_blocks(out["data_dir"], "train"),
-                                  data.load_blocks(full["data_dir"], "train")[:10])
+    assert out.blocks == {"train": 10, "validation": 3}
+    assert out.data_dir != full.data_dir
+    np.testing.assert_array_equal(data.load_blocks(out.data_dir, "train"),
+                                  data.load_blocks(full.data_dir, "train")[:10])
 
 
 def test_prepare_stage_writes_blocks_to_state_json(wikitext_cache, compose, tmp_path):
-    from llmops import engine
+    from llmops.pipeline import engine
 
     cache, _ = wikitext_cache
     cfg = compose("gpt2-wikitext", *wikitext_overrides(cache, "stages=[prepare_data]"))
@@ -117,7 +117,7 @@ def test_prepare_stage_writes_blocks_to_state_json(wikitext_cache, compose, tmp_
     assert st["status"] == "done"
     assert st["outputs"]["blocks"] == {"train": 274, "validation": 240}
     assert st["outputs"]["cache_hit"] is True  # the session fixture prepared the same fingerprint
-    assert result["state"]["stages"]["prepare_data"]["outputs"]["tokens"]["validation"] == 240 * 1024
+    assert result.state.outputs("prepare_data").tokens["validation"] == 240 * 1024
 
 
 @pytest.mark.slow
@@ -140,4 +140,4 @@ def test_blocks_equal_datasets_map_run_clm_way(wikitext_cache, shared_data):
     lm = tokd.map(group_texts, batched=True)
     assert len(lm) == 240
     np.testing.assert_array_equal(np.array(lm["input_ids"], dtype=np.int32),
-                                  data.load_blocks(out["data_dir"], "validation"))
+                                  data.load_blocks(out.data_dir, "validation"))

@@ -34,7 +34,7 @@ def moto_endpoint():
 @pytest.fixture
 def s3_env(moto_endpoint, monkeypatch, tmp_path):
     """boto3's environment pointed at the loopback S3; recipe-source caches reset."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -49,7 +49,7 @@ def s3_env(moto_endpoint, monkeypatch, tmp_path):
 @pytest.fixture
 def recipe_env(monkeypatch, tmp_path):
     """A clean recipe path (no inherited LLMOPS_RECIPE_PATH), caches under tmp_path."""
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     monkeypatch.delenv("LLMOPS_RECIPE_PATH", raising=False)
     monkeypatch.setenv("LLMOPS_CACHE_DIR", str(tmp_path / "cache"))

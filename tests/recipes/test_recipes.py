@@ -88,7 +88,7 @@ def test_cp_copies_for_editing_and_never_overwrites(recipe_env, tmp_path, capsys
     dest.mkdir()
     assert cli.main(["recipes", "cp", "quickstart", str(dest)]) == 0
     copied = dest / "quickstart.yaml"
-    from llmops.resources import recipes_dir
+    from llmops.core.resources import recipes_dir
 
     assert copied.read_text() == (recipes_dir() / "quickstart.yaml").read_text()
     copied.write_text(copied.read_text() + "\n# edited\n")

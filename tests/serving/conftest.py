@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,8 @@ def serving_cfg(_session_root):
     hands out copies."""
     import copy
 
-    from llmops.config.compose import compose, strip_hydra
+    from llmops.config.compose import strip_hydra
+    from llmops.pipeline.checks import compose
 
     def _c(kind: str, *overrides: str, s3: bool = True):
         key = (kind, overrides, s3)
@@ -49,17 +49,24 @@ def serving_cfg(_session_root):
     return _c
 
 
-def make_ctx(run_dir: Path, cfg, export_outputs: dict, *, stages_done=("export",)):
-    """A RunContext whose state.json says the export stage finished with `export_outputs`."""
-    from llmops.engine import RunContext, State
+def run_after_export(cfg, run_dir: Path, export_outputs: dict, stages=("deploy",), replace=None):
+    """Run the real engine on `stages` after an export stage that reports `export_outputs`
+    (no training: the export stage is a stand-in). `replace`: {stage name: run function} for
+    other stand-ins. Returns the engine's RunResult; raises as the engine does."""
+    from omegaconf import open_dict
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = {"run_id": str(cfg.run_id), "recipe": str(cfg.recipe),
-            "stages": {s: {"status": "done", "outputs": export_outputs if s == "export" else {}}
-                       for s in stages_done}}
-    (run_dir / "state.json").write_text(json.dumps(data))
-    state = State.load(run_dir, str(cfg.run_id), str(cfg.recipe))
-    return RunContext(run_dir=run_dir, run_id=str(cfg.run_id), recipe=str(cfg.recipe), state=state)
+    from llmops.pipeline import engine
+    from llmops.pipeline.stages import LINE, StageDef
+    from llmops.run import ExportOutputs
+
+    runs = {"export": lambda c, ctx: ExportOutputs.from_dict(export_outputs), **(replace or {})}
+    names = ("export", *stages)
+    line = tuple(StageDef(d.name, runs.get(d.name, d.run), d.plan, d.inputs if d.name != "export" else
+                          (lambda c: export_outputs), d.needs if d.name != "export" else (),
+                          d.describe, d.cleanup) for d in LINE if d.name in names)
+    with open_dict(cfg):
+        cfg.stages = list(names)
+    return engine.run(cfg, run_dir, line=line)
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +113,7 @@ def free_port() -> int:
 def kube(tmp_path, monkeypatch):
     """The stand-in API server on 127.0.0.1, with KUBECONFIG pointing at it. Strict field
     validation there uses the same CRD schemas (unknown fields -> 400 like the API server)."""
-    from llmops.serving import validate
+    from llmops.k8s import validate
     from tests.serving.kube_standin import StandIn
 
     s = StandIn().start()

@@ -9,7 +9,7 @@ from concurrent import futures
 
 import pytest
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from llmops.serving import client
 
 grpc = pytest.importorskip("grpc")

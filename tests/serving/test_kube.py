@@ -8,35 +8,34 @@ from pathlib import Path
 
 import pytest
 
-from llmops import smoke, storage
-from llmops.errors import LLMOpsError
-from llmops.serving import deploy
+from llmops import storage
+from llmops.serving import smoke
+from llmops.core.errors import LLMOpsError
+from llmops import cli
+from llmops.run import ExportOutputs
 from llmops.serving import kube as kube_api
-from tests.serving.conftest import RUN_ID, make_ctx
+from tests.serving.conftest import RUN_ID, run_after_export
 
 FAST = ("serving.apply=true", "serving.poll_interval_s=0.01", "serving.namespace=team-a",
         "serving.create_namespace=true")
 
 
-def _ctx(cfg, run_dir: Path):
+def _deploy(cfg, run_dir: Path, stages=("deploy",), **kw):
+    """The real deploy stage through the engine, after an export of this run's storage URIs."""
     base = storage.model_uris(cfg, str(cfg.run_id))
-    return make_ctx(run_dir, cfg, {"model_uri": base["hf"], "caikit_uri": base["caikit"]})
-
-
-def _record(ctx, out):
-    ctx.state.data["stages"]["deploy"] = {"status": "done", "outputs": out}
-    ctx.state.save()
+    result = run_after_export(cfg, run_dir, {"model_uri": base["hf"], "caikit_uri": base["caikit"]},
+                              stages, **kw)
+    return result.state.outputs("deploy")
 
 
 def test_apply_wait_ready_idempotent_and_update_in_place(kube, serving_cfg, tmp_path):
     cfg = serving_cfg("vllm", *FAST, "serving.name=gpt2-demo")
-    ctx = _ctx(cfg, tmp_path / "run1")
-    out = deploy.deploy(cfg, ctx)
-    assert out["applied"] is True and out["url"] == "http://gpt2-demo-team-a.apps.example"
-    assert [o["kind"] for o in out["objects"]] == ["Namespace", "Secret", "ServiceAccount",
-                                                   "ServingRuntime", "InferenceService"]
+    out = _deploy(cfg, tmp_path / "run1")
+    assert out.applied is True and out.url == "http://gpt2-demo-team-a.apps.example"
+    assert [o["kind"] for o in out.objects] == ["Namespace", "Secret", "ServiceAccount",
+                                                "ServingRuntime", "InferenceService"]
     patches = [r for r in kube.requests if r["method"] == "PATCH"]
-    assert [r["kind"] for r in patches] == [o["kind"] for o in out["objects"]]
+    assert [r["kind"] for r in patches] == [o["kind"] for o in out.objects]
     for r in patches:  # server-side apply, as REFERENCE.md section 6 says
         assert r["content_type"] == "application/apply-patch+yaml"
         assert r["query"] == {"fieldManager": "llmops", "force": "true", "fieldValidation": "Strict"}
@@ -44,21 +43,21 @@ def test_apply_wait_ready_idempotent_and_update_in_place(kube, serving_cfg, tmp_
     # the cluster got the credentials; the files on disk only placeholders
     secret = kube.objects[("Secret", "team-a", "gpt2-demo-s3")]
     assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == "standin-secret-value-1234"
-    for f in out["manifests"]:
+    for f in out.manifests:
         assert "standin-secret-value-1234" not in Path(f).read_text()
     isvc = kube.objects[("InferenceService", "team-a", "gpt2-demo")]
     gen, rv = isvc["metadata"]["generation"], isvc["metadata"]["resourceVersion"]
     polls = sum(1 for r in kube.requests if r["method"] == "GET" and r["kind"] == "InferenceService")
     assert polls == kube.ready_after + 1  # waited through the not-ready polls
 
-    # the same run again: nothing changes
-    deploy.deploy(cfg, ctx)
+    # the same run again (in a fresh run directory, so that deploy runs again): nothing changes
+    _deploy(cfg, tmp_path / "run1-again")
     isvc = kube.objects[("InferenceService", "team-a", "gpt2-demo")]
     assert (isvc["metadata"]["generation"], isvc["metadata"]["resourceVersion"]) == (gen, rv)
 
     # a new run with the same serving.name updates the InferenceService in place
     cfg2 = serving_cfg("vllm", *FAST, "serving.name=gpt2-demo", "run_id=quickstart-20260102-000000")
-    deploy.deploy(cfg2, _ctx(cfg2, tmp_path / "run2"))
+    _deploy(cfg2, tmp_path / "run2")
     isvc = kube.objects[("InferenceService", "team-a", "gpt2-demo")]
     assert isvc["metadata"]["generation"] == gen + 1
     assert isvc["metadata"]["labels"]["llmops.io/run-id"] == "quickstart-20260102-000000"
@@ -69,7 +68,7 @@ def test_failed_load_fails_fast_with_kserve_reason(kube, serving_cfg, tmp_path):
     kube.fail_load = True
     cfg = serving_cfg("caikit_tgis", *FAST)
     with pytest.raises(LLMOpsError) as e:
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
     assert "transitionStatus=BlockedByFailedLoad: ModelLoadFailed config.json not found in /mnt/models" in str(e.value)
     assert sum(1 for r in kube.requests if r["kind"] == "InferenceService" and r["method"] == "GET") == 1
 
@@ -80,7 +79,7 @@ def test_image_pull_error_fails_fast(kube, serving_cfg, tmp_path):
     cfg = serving_cfg("tgis", *FAST)
     with pytest.raises(LLMOpsError, match=r"cannot start: pod .*-predictor-abc container kserve-container: "
                                           r"ImagePullBackOff: Back-off pulling image"):
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
 
 
 def test_timeout_names_the_last_status(kube, serving_cfg, tmp_path):
@@ -88,14 +87,14 @@ def test_timeout_names_the_last_status(kube, serving_cfg, tmp_path):
     cfg = serving_cfg("hf", *FAST, "serving.ready_timeout_s=1", "serving.poll_interval_s=0.2")
     with pytest.raises(LLMOpsError, match=r"not Ready after 1 s \(serving.ready_timeout_s\); last status: "
                                           r"PredictorReady=False \(PredictorNotReady"):
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
 
 
 def test_forbidden_is_reported_with_the_server_message(kube, serving_cfg, tmp_path):
     kube.forbidden = True
     cfg = serving_cfg("vllm", *FAST)
     with pytest.raises(LLMOpsError) as e:
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
     msg = str(e.value)
     assert "answered 403 Forbidden" in msg and "cannot patch resource" in msg and "check RBAC" in msg
 
@@ -104,7 +103,7 @@ def test_field_error_422_shown_as_the_server_sent_it(kube, serving_cfg, tmp_path
     kube.invalid = ("InferenceService", "spec.predictor.minReplicas", "Invalid value: 3: must be <= maxReplicas")
     cfg = serving_cfg("vllm", *FAST)
     with pytest.raises(LLMOpsError) as e:
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
     assert ('answered 422 Unprocessable Entity: InferenceService.serving.kserve.io "quickstart-20260101-000000" '
             'is invalid: spec.predictor.minReplicas: Invalid value: 3: must be <= maxReplicas') in str(e.value)
 
@@ -112,7 +111,9 @@ def test_field_error_422_shown_as_the_server_sent_it(kube, serving_cfg, tmp_path
 def test_strict_field_validation_on_the_server(kube, serving_cfg, tmp_path):
     """An object that skipped local validation is refused by the server's strict decoding."""
     cfg = serving_cfg("vllm", *FAST)
-    isvc = deploy.plan(cfg, _ctx(cfg, tmp_path / "run"))["objects"][-1]
+    from llmops.pipeline import engine
+
+    isvc = next(s for s in engine.plan(cfg) if s["stage"] == "deploy")["objects"][-1]
     isvc["spec"]["predictor"]["model"]["storageURI"] = "s3://typo/"
     core, custom = kube_api.clients()
     kube_api.apply_one(core, custom, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
@@ -126,28 +127,22 @@ def test_missing_credentials_stop_before_anything_is_applied(kube, serving_cfg, 
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     cfg = serving_cfg("vllm", *FAST)
     with pytest.raises(LLMOpsError, match="AWS_SECRET_ACCESS_KEY not set in the environment"):
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
     assert not [r for r in kube.requests if r["method"] == "PATCH"]
 
 
 def test_existing_secret_must_exist(kube, serving_cfg, tmp_path):
     cfg = serving_cfg("vllm", *FAST, "serving.existing_secret=true", "serving.secret_name=team-s3")
     with pytest.raises(LLMOpsError, match="serving.secret_name = 'team-s3' .*no such Secret in namespace 'team-a'"):
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
+        _deploy(cfg, tmp_path / "run")
 
 
 def test_undeploy_deletes_only_this_run(kube, serving_cfg, tmp_path, capsys):
-    from llmops.cli import main
-
-    cfg_a = serving_cfg("vllm", *FAST)
-    ctx_a = _ctx(cfg_a, tmp_path / "a")
-    _record(ctx_a, deploy.deploy(cfg_a, ctx_a))
-    cfg_b = serving_cfg("vllm", *FAST, "run_id=quickstart-20260103-000000")
-    ctx_b = _ctx(cfg_b, tmp_path / "b")
-    _record(ctx_b, deploy.deploy(cfg_b, ctx_b))
+    _deploy(serving_cfg("vllm", *FAST), tmp_path / "a")
+    _deploy(serving_cfg("vllm", *FAST, "run_id=quickstart-20260103-000000"), tmp_path / "b")
     assert len(kube.objects) == 8
 
-    assert main(["undeploy", str(tmp_path / "a")]) == 0
+    assert cli.main(["undeploy", str(tmp_path / "a")]) == 0
     left = {k[2] for k in kube.objects}
     assert left and all(n.startswith("quickstart-20260103-000000") for n in left)
     assert len(kube.objects) == 4 and "team-a" in kube.namespaces  # namespace kept
@@ -159,48 +154,56 @@ def test_undeploy_deletes_only_this_run(kube, serving_cfg, tmp_path, capsys):
     assert "deleted InferenceService, ServingRuntime, ServiceAccount, Secret" in capsys.readouterr().out
 
 
-def test_keep_false_deletes_at_the_end_of_smoke_test(kube, serving_cfg, tmp_path, exported):
+def test_keep_false_deletes_after_the_last_stage(kube, serving_cfg, tmp_path, exported):
     cfg = serving_cfg("vllm", *FAST, "serving.keep=false")
-    ctx = _ctx(cfg, tmp_path / "run")
-    out = deploy.deploy(cfg, ctx)
-    _record(ctx, out)
-    assert len(kube.objects) == 4
-    # the local smoke test still runs against the export; the deployed objects go afterwards
-    ctx.state.data["stages"]["export"]["outputs"]["model_uri"] = exported
-    r = smoke.smoke(cfg, ctx)
-    assert r["tokens"] > 0 and kube.objects == {}
+    seen = {}
+
+    def smoke_test(c, ctx):  # the deployed objects are still there while smoke_test runs
+        seen["objects"] = len(kube.objects)
+        return smoke.call_local(c, ExportOutputs(model_uri=exported), ctx.run_dir, ctx.run_id)
+
+    out = _deploy(cfg, tmp_path / "run", stages=("deploy", "smoke_test"),
+                  replace={"smoke_test": smoke_test})
+    assert seen["objects"] == 4
+    assert out.deleted is True and kube.objects == {}  # the engine cleaned up after the last stage
 
 
-def test_keep_false_without_smoke_test_deletes_in_deploy(kube, serving_cfg, tmp_path):
-    cfg = serving_cfg("hf", *FAST, "serving.keep=false", "stages=[deploy]")
-    out = deploy.deploy(cfg, _ctx(cfg, tmp_path / "run"))
-    assert out["deleted"] is True and out["url"] and kube.objects == {}
+def test_keep_false_deletes_even_when_a_later_stage_fails(kube, serving_cfg, tmp_path):
+    cfg = serving_cfg("vllm", *FAST, "serving.keep=false")
+
+    def smoke_test(c, ctx):
+        raise LLMOpsError("the endpoint did not answer")
+
+    with pytest.raises(LLMOpsError, match="stage 'smoke_test' failed: the endpoint did not answer"):
+        _deploy(cfg, tmp_path / "run", stages=("deploy", "smoke_test"), replace={"smoke_test": smoke_test})
+    assert kube.objects == {}
+
+
+def test_keep_false_without_smoke_test_deletes_after_deploy(kube, serving_cfg, tmp_path):
+    cfg = serving_cfg("hf", *FAST, "serving.keep=false")
+    out = _deploy(cfg, tmp_path / "run")
+    assert out.deleted is True and out.url and kube.objects == {}
 
 
 def test_undeploy_of_a_run_that_applied_nothing(tmp_path, capsys):
     (tmp_path / "state.json").write_text(json.dumps({"run_id": RUN_ID, "stages": {
         "deploy": {"status": "done", "outputs": {"manifests": [], "applied": False}}}}))
-    assert kube_api.undeploy_command(tmp_path) == 0
+    assert cli.main(["undeploy", str(tmp_path)]) == 0
     assert "applied nothing" in capsys.readouterr().out
 
 
 def test_failed_deploy_can_be_undeployed_and_keep_false_cleans_up(kube, serving_cfg, tmp_path):
-    from omegaconf import OmegaConf
-
     kube.fail_load = True
     cfg = serving_cfg("vllm", *FAST)
-    ctx = _ctx(cfg, tmp_path / "run")
     with pytest.raises(LLMOpsError, match="objects stay for inspection, `llmops undeploy"):
-        deploy.deploy(cfg, ctx)
+        _deploy(cfg, tmp_path / "run")
     assert len(kube.objects) == 4
-    # the engine records the failed stage and the run's config; undeploy finds the objects by label
-    ctx.state.data["stages"]["deploy"] = {"status": "failed", "error": "x"}
-    ctx.state.save()
-    (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    assert kube_api.undeploy_command(tmp_path / "run") == 0
+    # the engine recorded the failed stage and the run's config; undeploy finds the objects by label
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["stages"]["deploy"]["status"] == "failed"
+    assert cli.main(["undeploy", str(tmp_path / "run")]) == 0
     assert kube.objects == {}
 
     cfg = serving_cfg("vllm", *FAST, "serving.keep=false")
     with pytest.raises(LLMOpsError, match="deleted what was applied"):
-        deploy.deploy(cfg, _ctx(cfg, tmp_path / "run2"))
+        _deploy(cfg, tmp_path / "run2")
     assert kube.objects == {}

@@ -8,10 +8,11 @@ import urllib.request
 
 import pytest
 
-from llmops import smoke
-from llmops.errors import LLMOpsError
+from llmops import cli
+from llmops.serving import smoke
+from llmops.core.errors import LLMOpsError
 from llmops.serving import client, server
-from tests.serving.conftest import RUN_ID, make_ctx
+from tests.serving.conftest import RUN_ID, run_after_export
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +78,15 @@ def test_unreachable_server_retries_then_says_why(free_port):
 
 def test_call_command_url_and_errors(served, capsys, tmp_path):
     _, url = served
-    assert client.call_command(url, "Once upon", max_tokens=4, model="tiny") == 0
+    assert cli.main(["call", url, "Once upon", "--max-tokens", "4", "--model", "tiny"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("Once upon") and "4 tokens" in err
-    assert client.call_command(str(tmp_path / "nope"), "x") == 1
+    assert cli.main(["call", str(tmp_path / "nope"), "x"]) == 1
     assert "neither a URL" in capsys.readouterr().err
     # a run directory that was never deployed nor served: say how to serve it
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "state.json").write_text(json.dumps({"run_id": RUN_ID, "stages": {}}))
-    assert client.call_command(str(tmp_path / "run"), "x") == 1
+    assert cli.main(["call", str(tmp_path / "run"), "x"]) == 1
     assert "llmops serve" in capsys.readouterr().err
 
 
@@ -93,12 +94,12 @@ def test_smoke_stage_local(serving_cfg, exported, tmp_path, caplog):
     import logging
 
     cfg = serving_cfg("vllm", "smoke_test.max_new_tokens=6", "smoke_test.prompt=Hello world", s3=False)
-    ctx = make_ctx(tmp_path / "run", cfg, {"model_uri": exported})
     with caplog.at_level(logging.INFO, logger="llmops"):
-        out = smoke.smoke(cfg, ctx)
-    assert out["prompt"] == "Hello world" and out["tokens"] == 6 and out["target"] == "local"
-    assert isinstance(out["reply"], str) and out["latency_s"] > 0
-    assert any("smoke_test:" in r.message and out["reply"] in r.message for r in caplog.records)
+        r = run_after_export(cfg, tmp_path / "run", {"model_uri": exported}, stages=("smoke_test",))
+    out = r.state.outputs("smoke_test")
+    assert out.prompt == "Hello world" and out.tokens == 6 and out.target == "local"
+    assert isinstance(out.reply, str) and out.latency_s > 0
+    assert any("smoke_test:" in rec.message and out.reply in rec.message for rec in caplog.records)
 
 
 def test_smoke_stage_refuses_a_tampered_export(serving_cfg, exported, tmp_path):
@@ -106,9 +107,8 @@ def test_smoke_stage_refuses_a_tampered_export(serving_cfg, exported, tmp_path):
 
     (to_path(exported) / "config.json").write_text("{}")  # content no longer matches the manifest
     cfg = serving_cfg("vllm", s3=False)
-    ctx = make_ctx(tmp_path / "run", cfg, {"model_uri": exported})
     with pytest.raises(LLMOpsError, match="does not match its sha256"):
-        smoke.smoke(cfg, ctx)
+        run_after_export(cfg, tmp_path / "run", {"model_uri": exported}, stages=("smoke_test",))
 
 
 @pytest.mark.slow

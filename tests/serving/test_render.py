@@ -17,10 +17,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from llmops.core.names import label_value
 from llmops import storage
-from llmops.errors import ConfigError, LLMOpsError
-from llmops.serving import deploy, render, validate
-from tests.serving.conftest import RUN_ID, make_ctx
+from llmops.core.errors import ConfigError, LLMOpsError
+from llmops.k8s import validate
+from llmops.serving import deploy, render
+from tests.serving.conftest import RUN_ID, run_after_export
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "serving"
 
@@ -145,14 +147,14 @@ def test_hostile_strings_render_as_data(value, serving_cfg):
     # a user label arrives as written; strict validation says when it is not a label value
     assert rt["metadata"]["labels"]["team"] == value
     probs = [p for p in validate.problems(rt) if "metadata.labels" in p]
-    assert bool(probs) == (render.label_value(value) != value), probs
+    assert bool(probs) == (label_value(value) != value), probs
 
 
 def test_label_value_sanitised():
-    assert render.label_value("quickstart-20260101-000000") == "quickstart-20260101-000000"
-    v = render.label_value("My Run/#1 " + "x" * 80)
+    assert label_value("quickstart-20260101-000000") == "quickstart-20260101-000000"
+    v = label_value("My Run/#1 " + "x" * 80)
     assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
-    assert render.label_value("a b") != render.label_value("a_b")
+    assert label_value("a b") != label_value("a_b")
 
 
 def test_strict_validation_rejects_unknown_and_wrong_fields(serving_cfg):
@@ -228,10 +230,10 @@ def test_deploy_writes_validated_manifests_without_secret_values(serving_cfg, tm
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-never-on-disk")
     cfg = serving_cfg("caikit_tgis", "serving.protocol=grpc")
     base = storage.model_uris(cfg, RUN_ID)
-    ctx = make_ctx(tmp_path / "run", cfg, {"model_uri": base["hf"], "caikit_uri": base["caikit"]})
-    out = deploy.deploy(cfg, ctx)
-    assert out["applied"] is False
-    files = [Path(p) for p in out["manifests"]]
+    r = run_after_export(cfg, tmp_path / "run", {"model_uri": base["hf"], "caikit_uri": base["caikit"]})
+    out = r.state.outputs("deploy")
+    assert out.applied is False
+    files = [Path(p) for p in out.manifests]
     assert [f.parent for f in files] == [tmp_path / "run" / "deploy"] * 4
     objs = [yaml.safe_load(f.read_text()) for f in files]
     assert [o["kind"] for o in objs] == ["Secret", "ServiceAccount", "ServingRuntime", "InferenceService"]
@@ -243,15 +245,14 @@ def test_deploy_writes_validated_manifests_without_secret_values(serving_cfg, tm
 
 def test_deploy_needs_the_export_layout(serving_cfg, tmp_path):
     cfg = serving_cfg("caikit_tgis")
-    ctx = make_ctx(tmp_path / "run", cfg, {"model_uri": "s3://models/x/hf/"})
     with pytest.raises(LLMOpsError, match="no 'caikit_uri'"):
-        deploy.deploy(cfg, ctx)
+        run_after_export(cfg, tmp_path / "run", {"model_uri": "s3://models/x/hf/"})
 
 
 def test_serving_none_renders_nothing(compose, tmp_path):
     cfg = compose("quickstart", "serving=none")
-    ctx = make_ctx(tmp_path / "run", cfg, {"model_uri": "file:///x/hf/"})
-    assert deploy.deploy(cfg, ctx) == {"manifests": [], "applied": False}
+    r = run_after_export(cfg, tmp_path / "run", {"model_uri": "file:///x/hf/"})
+    assert r.state.outputs("deploy").manifests == [] and r.state.outputs("deploy").applied is False
     assert not (tmp_path / "run" / "deploy").exists()
 
 

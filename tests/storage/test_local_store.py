@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from llmops.storage import MANIFEST
 from llmops.storage.local import LocalStore
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from llmops.storage import MANIFEST
 from llmops.storage.s3 import SHA_META, S3Error, S3Settings, S3Store
 from tests.fixtures.s3 import TEST_ACCESS_KEY, TEST_SECRET_KEY
@@ -394,7 +394,7 @@ import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from pathlib import Path
 from llmops.storage.s3 import S3Store, S3Settings
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 st = S3Store(S3Settings(bucket={s3_bucket!r}, endpoint_url={moto_s3.endpoint!r}, region="us-east-1"))
 try:
     st.get_dir({uri!r}, Path({str(mnt / "model")!r}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.errors import ConfigError, LLMOpsError
+from llmops.core.errors import ConfigError, LLMOpsError
 from llmops.storage import get_store, model_uris, ray_storage, run_prefix, serving_uri
 from tests.fixtures.s3 import TEST_SECRET_KEY
 
@@ -60,7 +60,7 @@ def test_local_ray_storage(compose, tmp_path):
 @pytest.fixture(scope="module")
 def base_cfgs(tmp_path_factory):
     """quickstart composed once per storage kind (composing is slow); cases edit a copy."""
-    from llmops.config.compose import compose as _compose
+    from llmops.pipeline.checks import compose as _compose
 
     out = tmp_path_factory.mktemp("cfg")
     base = [f"paths.output_root={out}", f"paths.cache_dir={out / 'cache'}"]
@@ -91,7 +91,7 @@ def base_cfgs(tmp_path_factory):
 def test_bad_storage_config_names_the_key(base_cfgs, kind, edits, key, expected):
     from omegaconf import OmegaConf
 
-    from llmops.config.validate import validate
+    from llmops.pipeline.checks import validate
 
     cfg = base_cfgs[kind].copy()
     if kind == "s3" and "bucket" not in edits and key != "storage.bucket":
@@ -112,7 +112,7 @@ def test_bad_storage_config_names_the_key(base_cfgs, kind, edits, key, expected)
 def test_good_storage_config_passes(base_cfgs, kind, edits):
     from omegaconf import OmegaConf
 
-    from llmops.config.validate import validate
+    from llmops.pipeline.checks import validate
 
     cfg = base_cfgs[kind].copy()
     for k, v in edits.items():
@@ -180,7 +180,7 @@ def test_ray_storage_s3_over_tls_with_ca_bundle(compose, moto_s3_tls, tmp_path):
 
 
 def test_worker_env_carries_credentials_from_env_or_profile(compose, tmp_path, monkeypatch):
-    from llmops.config import secrets
+    from llmops.core import secrets
     from llmops.storage import worker_env
 
     assert worker_env(compose("quickstart")) == {}

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from llmops import engine, modeling, training
-from llmops.errors import LLMOpsError
+from llmops.pipeline import engine
+from llmops.training import loop as training
+from llmops.training import modeling
+from llmops.core.errors import LLMOpsError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["dataset.max_train_blocks=128", "dataset.max_eval_blocks=8", "dataset.block_size=64",
@@ -26,7 +28,7 @@ def prepared(compose, tmp_path):
     def _p(*overrides: str):
         cfg = compose("quickstart", "stages=[prepare_data]", *SMALL, *overrides)
         out = engine.run(cfg, tmp_path / "run")
-        return cfg, out["state"]["stages"]["prepare_data"]["outputs"]
+        return cfg, out.state.outputs("prepare_data")
     return _p
 
 
@@ -62,7 +64,7 @@ def _tiny_pretrained(folder: Path, tokenizer_dir: str, n_positions: int = 64) ->
 
 def test_block_size_larger_than_pretrained_context(compose, prepared, tmp_path):
     _, data = prepared()
-    folder = _tiny_pretrained(tmp_path / "m", data["tokenizer_dir"], n_positions=32)
+    folder = _tiny_pretrained(tmp_path / "m", data.tokenizer_dir, n_positions=32)
     cfg = compose("quickstart", *SMALL, f"model.name_or_path={folder}", f"model.tokenizer={folder}")
     with pytest.raises(LLMOpsError, match=r"dataset.block_size = 64 is larger than the model's context \(32"):
         training.preflight(cfg, data)
@@ -70,11 +72,11 @@ def test_block_size_larger_than_pretrained_context(compose, prepared, tmp_path):
 
 def test_model_folder_without_weights_or_of_wrong_architecture(compose, prepared, tmp_path):
     _, data = prepared()
-    folder = _tiny_pretrained(tmp_path / "m", data["tokenizer_dir"])
+    folder = _tiny_pretrained(tmp_path / "m", data.tokenizer_dir)
     for w in folder.glob("*.safetensors"):
         w.unlink()
     cfg = compose("quickstart", *SMALL, f"model.name_or_path={folder}", f"model.tokenizer={folder}")
-    tok = modeling.load_tokenizer(data["tokenizer_dir"])
+    tok = modeling.load_tokenizer(data.tokenizer_dir)
     with pytest.raises(LLMOpsError, match="holds no weights"):
         modeling.build_model(cfg, tok)
     vit = tmp_path / "vit"

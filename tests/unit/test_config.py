@@ -8,7 +8,7 @@ import pytest
 
 from llmops.config import compose as c
 from llmops.config.schema import GROUPS
-from llmops.errors import ConfigError, LLMOpsError
+from llmops.core.errors import ConfigError, LLMOpsError
 
 # extra overrides an option needs to be complete (its ??? keys)
 REQUIRED = {

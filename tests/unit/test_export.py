@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from llmops.export import caikit_config, fix_tokenizer_config
+from llmops.training.export import caikit_config, fix_tokenizer_config
 
 
 def test_bpe_files_rebuilt_from_tokenizer_json_match_the_real_gpt2_files(shared_data, tmp_path):

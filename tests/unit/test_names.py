@@ -1,5 +1,5 @@
-from llmops.config.validate import dns1035_problem, dns1123_problem
-from llmops.names import k8s_name
+from llmops.core.names import dns1035_problem, dns1123_problem
+from llmops.core.names import k8s_name
 
 
 def test_short_valid_name_is_kept():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops import resources
+from llmops.core import resources
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "schemas"
 

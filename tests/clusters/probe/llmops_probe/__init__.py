@@ -7,7 +7,8 @@ import os
 import time
 
 
-def fit(cfg, run):
+def fit(cfg, task):
+    """Returns the train stage's outputs as JSON, with what the tests check under metrics.probe."""
     import ray
     from omegaconf import OmegaConf
 
@@ -24,7 +25,7 @@ def fit(cfg, run):
             print(f"probe: long step {i}", flush=True)
             time.sleep(0.1)
     losses = ray.get([step.remote(i) for i in range(int(cfg.cluster.num_workers) + 1)])
-    model_dir = os.path.join(run["run_dir"], "train", "model")
+    model_dir = os.path.join(task["run_dir"], "train", "model")
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "weights.txt"), "w") as f:
         f.write(f"lr={cfg.training.lr}\n")
@@ -32,13 +33,15 @@ def fit(cfg, run):
         token = OmegaConf.select(cfg, "cluster.envs.HF_TOKEN", throw_on_resolution_failure=True)
     except Exception:
         token = None
-    return {
-        "metrics": {"train_loss": losses[-1], "eval_loss": losses[-1], "perplexity": 1.5,
-                    "tokens_per_s": 10.0, "global_step": len(losses)},
-        "checkpoint_uri": os.path.join(run["run_dir"], "train", "ckpt"),
-        "model_dir": model_dir,
+    probe = {
         "method": cfg.training.method.value,  # an enum again: the config is typed in the job
-        "data_dir": run["data"]["data_dir"],
+        "data_dir": task["data"]["data_dir"],
         "token_len": len(token) if token else None,
         "pid": os.getpid(),
+    }
+    return {
+        "metrics": {"train_loss": losses[-1], "eval_loss": losses[-1], "perplexity": 1.5,
+                    "tokens_per_s": 10.0, "global_step": len(losses), "probe": probe},
+        "checkpoint_uri": os.path.join(task["run_dir"], "train", "ckpt"),
+        "model_uri": model_dir,
     }

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from llmops import resources
-from llmops.errors import LLMOpsError
+from llmops.core import resources
+from llmops.core.errors import LLMOpsError
 
 log = logging.getLogger("llmops")
 
@@ -327,7 +327,7 @@ class S3RecipeSource:
 
     def download(self, rel: str) -> Path:
         """Copy one file into the local cache (atomically) and return its path."""
-        from llmops.engine import atomic_write_text
+        from llmops.core.io import atomic_write_text
 
         text = self.read_text(rel)
         dest = cache_dir() / "s3" / self.bucket / (self.prefix or "_") / rel

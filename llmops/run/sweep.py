@@ -8,8 +8,8 @@ the summary needs, so ``llmops sweep report DIR`` rebuilds it from the directory
 The summary: ``summary.csv`` (one row per job), a table on the console, ``sweep.png`` (the metric
 against each swept parameter) and the best job marked (``best`` column, ``best.json``).
 
-Written by a Hydra callback (``hydra.callbacks.llmops_sweep`` in conf/config.yaml), so it works
-with any launcher and sweeper; `llmops run` also writes it when a sweep ends in an error.
+Written by a Hydra callback (``hydra.callbacks.llmops_sweep`` in conf/config.yaml, llmops.hydra_app),
+so it works with any launcher and sweeper; `llmops run` also writes it when a sweep ends in an error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.run.rundir import RunDir
 
 log = logging.getLogger("llmops")
 
@@ -35,92 +36,10 @@ PLOT_FILE = "sweep.png"
 COLUMNS = ["job", "best", "status", "overrides", "metric", "perplexity", "eval_loss", "tokens_per_s",
            "seconds", "train_seconds", "run_dir", "error"]
 
-# the sweep running in this process (set by the callback)
-_current: dict[str, Any] = {}
 
 
-# ------------------------------------------------------------------------------- hydra callback
-try:
-    from hydra.experimental.callback import Callback as _Callback
-except ImportError:  # pragma: no cover
-    _Callback = object  # type: ignore[misc,assignment]
-
-
-class SweepCallback(_Callback):
-    """Records each multirun job's outcome and writes the summary at the end of the sweep."""
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        # the sweep directory exists before the sweeper starts (optuna's sqlite study lives there)
-        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        storage = OmegaConf_select(config, "hydra.sweeper.storage")
-        if isinstance(storage, str) and storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        _current.clear()
-        _current.update({"dir": str(config.hydra.sweep.dir), "failed": [], "done": False,
-                         "t0": time.time(), "sweep": _sweep_opts(config)})
-
-    def on_job_start(self, config, **kwargs) -> None:
-        if _is_multirun(config):
-            _current.setdefault("job_t0", {})[int(config.hydra.job.num)] = time.time()
-
-    def on_job_end(self, config, job_return, **kwargs) -> None:
-        if not _is_multirun(config):
-            return
-        from hydra.core.utils import JobStatus
-
-        num = int(config.hydra.job.num)
-        t0 = _current.get("job_t0", {}).get(num, time.time())
-        failed = job_return.status == JobStatus.FAILED
-        err = job_return._return_value if failed else None
-        rec = {
-            "num": num,
-            "overrides": list(config.hydra.overrides.task),
-            "status": "failed" if failed else "completed",
-            "error": _error_text(err) if failed else None,
-            "seconds": round(time.time() - t0, 2),
-            "result": None if failed else _jsonable(job_return._return_value),
-            "started": t0, "ended": time.time(), "launcher": "in-process",
-        }
-        if failed and isinstance(err, NotRun):
-            rec["status"] = "not run"
-        if failed:
-            _current.setdefault("failed", []).append(num)
-        write_job_record(Path(str(config.hydra.runtime.output_dir)), rec)
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        finish()
-
-
-def OmegaConf_select(config, key: str):
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.select(config, key)
-    except Exception:
-        return None
-
-
-def _is_multirun(config) -> bool:
-    from hydra.types import RunMode
-
-    try:
-        return config.hydra.mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
-def _sweep_opts(config) -> dict:
-    s = config.get("sweep") if hasattr(config, "get") else None
-    out = {"fail_fast": False, "metric": "perplexity", "direction": "minimize", "plot": True}
-    if s is not None:
-        for k in out:
-            if k in s:
-                out[k] = s[k]
-    return out
-
-
-def _error_text(e: Any) -> str:
-    from llmops.config import secrets
+def error_text(e: Any) -> str:
+    from llmops.core import secrets
 
     if e is None:
         return ""
@@ -129,7 +48,7 @@ def _error_text(e: Any) -> str:
     return secrets.scrub(" ".join(lines) if lines else type(e).__name__)[:500]
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     try:
         json.dumps(v)
         return v
@@ -138,43 +57,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def write_job_record(job_dir: Path, rec: dict) -> None:
-    from llmops.engine import atomic_write_json
+    from llmops.core.io import atomic_write_json
 
     atomic_write_json(Path(job_dir) / JOB_FILE, rec)
 
-
-class NotRun(LLMOpsError):
-    """A job skipped because an earlier job failed and sweep.fail_fast is set."""
-
-
-def check_fail_fast(cfg) -> None:
-    """Called at the start of each multirun job: refuse to run after a failure with fail_fast."""
-    if _current.get("failed") and bool(cfg.sweep.fail_fast):
-        raise NotRun(f"not run: sweep.fail_fast=true and job {_current['failed'][0]} failed")
-
-
-def note_failure(num: int) -> None:
-    _current.setdefault("failed", []).append(num)
-
-
-def finish() -> Optional[Path]:
-    """Write and print the summary of the sweep running in this process (once)."""
-    if not _current or _current.get("done"):
-        return None
-    _current["done"] = True
-    d = Path(_current["dir"])
-    if not d.is_dir():
-        return None
-    opts = _current.get("sweep", {})
-    try:
-        rows = write_summary(d, metric=str(opts.get("metric", "perplexity")),
-                             direction=str(opts.get("direction", "minimize")),
-                             plot=bool(opts.get("plot", True)))
-    except Exception as e:  # the summary must not hide the sweep's own outcome
-        log.warning("could not write the sweep summary in %s: %s", d, e)
-        return None
-    print(format_table(rows, d))
-    return d
 
 
 # ------------------------------------------------------------------------------------ collecting
@@ -189,17 +75,21 @@ def collect(sweep_dir: Path, metric: str = "perplexity") -> list[dict]:
     rows = []
     for jd in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
                      key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
-        jf, sf = jd / JOB_FILE, jd / "state.json"
-        if not jf.is_file() and not sf.is_file():
+        rd = RunDir(jd)
+        jf = jd / JOB_FILE
+        if not jf.is_file() and not rd.is_run_dir():
             continue
-        rec = _read_json(jf) or {}
-        state = _read_json(sf) or {}
-        stages = state.get("stages", {})
+        rec = read_json(jf) or {}
+        try:
+            state = rd.maybe_state()
+        except LLMOpsError:  # a broken state.json: the job record alone
+            state = None
+        stages = state.data["stages"] if state is not None else {}
         train = stages.get("train", {})
-        m = (train.get("outputs") or {}).get("metrics") or {}
+        m = state.outputs("train").metrics if state is not None and state.status("train") == "done" else {}
         overrides = rec.get("overrides")
         if overrides is None:
-            overrides = _read_overrides(jd)
+            overrides = rd.overrides()
         status = rec.get("status")
         if status is None:
             failed = [n for n, s in stages.items() if s.get("status") == "failed"]
@@ -231,21 +121,11 @@ def collect(sweep_dir: Path, metric: str = "perplexity") -> list[dict]:
     return rows
 
 
-def _read_json(p: Path) -> Optional[dict]:
+def read_json(p: Path) -> Optional[dict]:
     try:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _read_overrides(jd: Path) -> list[str]:
-    import yaml
-
-    p = jd / "overrides.yaml"
-    try:
-        return list(yaml.safe_load(p.read_text()) or [])
-    except (OSError, Exception):
-        return []
 
 
 def _num(v: Any) -> Optional[float]:
@@ -284,7 +164,7 @@ def mark_best(rows: list[dict], direction: str = "minimize") -> Optional[dict]:
 def write_summary(sweep_dir: Path, *, metric: str = "perplexity", direction: str = "minimize",
                   plot: bool = True) -> list[dict]:
     """summary.csv, best.json and sweep.png in `sweep_dir`; returns the rows."""
-    from llmops.engine import atomic_write_json, atomic_write_text
+    from llmops.core.io import atomic_write_json, atomic_write_text
 
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir, metric)
@@ -329,7 +209,7 @@ def plot_sweep(rows: list[dict], keys: list[str], out: Path, metric: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llmops.engine import atomic_write_text  # noqa: F401  (same atomic rule for binary below)
+    from llmops.core.io import atomic_write_text  # noqa: F401  (same atomic rule for binary below)
 
     keys = keys or ["job"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
@@ -377,7 +257,7 @@ def format_table(rows: list[dict], sweep_dir: Path) -> str:
     for r in rows:
         params = dict(_parse_override(o) for o in r["overrides"])
         lines.append([str(r["job"]), r["best"], *[params.get(k, "") for k in keys],
-                      _fmt(r["perplexity"]), _fmt(r["tokens_per_s"]), _fmt(r["seconds"]),
+                      fmt(r["perplexity"]), fmt(r["tokens_per_s"]), fmt(r["seconds"]),
                       r["status"], (r["error"] or "")[:60]])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     out = [f"sweep {sweep_dir}: {len(rows)} job(s), "
@@ -399,7 +279,7 @@ def format_table(rows: list[dict], sweep_dir: Path) -> str:
     return "\n".join(out)
 
 
-def _fmt(v: Optional[float]) -> str:
+def fmt(v: Optional[float]) -> str:
     if v is None:
         return "-"
     if abs(v) >= 100:
@@ -407,11 +287,11 @@ def _fmt(v: Optional[float]) -> str:
     return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def _sweep_rows(sweep_dir: Path) -> tuple[list[dict], dict]:
+def sweep_rows(sweep_dir: Path) -> tuple[list[dict], dict]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise LLMOpsError(f"{sweep_dir}: no such sweep directory")
-    best = _read_json(sweep_dir / BEST_FILE) or {}
+    best = read_json(sweep_dir / BEST_FILE) or {}
     metric = best.get("metric", "perplexity")
     direction = best.get("direction", "minimize")
     rows = write_summary(sweep_dir, metric=metric, direction=direction,
@@ -420,49 +300,3 @@ def _sweep_rows(sweep_dir: Path) -> tuple[list[dict], dict]:
         raise LLMOpsError(f"{sweep_dir}: no job directories (with {JOB_FILE} or state.json); "
                           f"is this the directory of an `llmops run -m` sweep?")
     return rows, {"metric": metric, "direction": direction}
-
-
-def report_command(sweep_dir: Path) -> int:
-    rows, _ = _sweep_rows(sweep_dir)
-    print(format_table(rows, Path(sweep_dir)))
-    return 0
-
-
-def promote_command(sweep_dir: Path, overrides: list[str]) -> int:
-    """Deploy the best job's model: rerun deploy and smoke_test in its run directory."""
-    rows, opts = _sweep_rows(sweep_dir)
-    best = next((r for r in rows if r["best"]), None)
-    if best is None:
-        raise LLMOpsError(f"{sweep_dir}: no completed job with a {opts['metric']}; nothing to promote")
-    run_dir = Path(best["run_dir"])
-    state = _read_json(run_dir / "state.json") or {}
-    if (state.get("stages", {}).get("export", {}) or {}).get("status") != "done":
-        raise LLMOpsError(f"{run_dir}: the best job (job {best['job']}) has no finished export stage; "
-                          f"run the sweep with export in stages to promote it")
-    print(f"promoting job {best['job']} ({' '.join(best['overrides'])}, {opts['metric']} "
-          f"{_fmt(best['metric'])}) from {run_dir}")
-    from llmops.cli import cmd_run
-    from llmops.plan import resume_args
-
-    args = resume_args(run_dir, [*overrides, "stages=[deploy,smoke_test]"])
-    # the job's own stage list (often without deploy in a sweep) gives way to the promote stages
-    first_stage = next(i for i, a in enumerate(args) if a == "stages=[deploy,smoke_test]")
-    args = [a for i, a in enumerate(args) if not (a.startswith("stages=") and i != first_stage)]
-    rc = cmd_run(args)
-    if rc == 0:
-        from llmops.engine import atomic_write_json
-
-        atomic_write_json(Path(sweep_dir) / "promoted.json", {
-            "job": best["job"], "run_dir": str(run_dir), "overrides": best["overrides"],
-            "metric": opts["metric"], "value": best["metric"],
-            "deploy": (_read_json(run_dir / "state.json") or {}).get("stages", {}).get("deploy", {}),
-        })
-    return rc
-
-
-def main_report(argv: list[str]) -> int:  # pragma: no cover - convenience
-    return report_command(Path(argv[0]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main_report(sys.argv[1:]))

@@ -1,18 +1,14 @@
-"""`llmops recipes ls | show | cp | diff | lock`, recipe hashes and locked (frozen) recipes.
+"""`llmops recipes ls | show | cp | diff | lock`: list, show, copy, compare and lock recipes.
 
-A *locked* recipe is written from a finished run: the run's composed config (secrets masked,
-``${oc.env:...}`` references kept as references) with every default spelled out, under a
-``defaults: [_llmops_schema, _self_]`` list so that no option file can change it later. Its header
-carries the package versions and a content hash; ``llmops run`` refuses a locked recipe whose
-content no longer matches its hash, and one written by another llmops major version unless
-``LLMOPS_ALLOW_VERSION_MISMATCH=1`` is set.
+The locked-recipe format (header, hash, version check) is llmops.config.lock; `lock` here writes
+one from a finished run directory.
 
 Nothing heavy is imported: ``llmops recipes`` stays fast.
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import os
 import sys
@@ -21,94 +17,14 @@ from typing import Any, Optional
 
 import yaml
 
-from llmops.errors import LLMOpsError
-
-LOCK_MARK = "# llmops-lock: "
-ALLOW_MISMATCH_ENV = "LLMOPS_ALLOW_VERSION_MISMATCH"
-# keys a locked recipe leaves open: a new run gets a new id (and so a new storage prefix)
-UNLOCKED = {"run_id": "${run_name}-${now:%Y%m%d-%H%M%S}"}
-
-
-# ------------------------------------------------------------------------------------- hashing
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def content_hash(obj: Any) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(obj).encode()).hexdigest()
-
-
-def recipe_hash(path: Optional[Path]) -> Optional[str]:
-    """Short hash of a recipe file's content (what labels and provenance carry)."""
-    if path is None:
-        return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    return hashlib.sha256(data).hexdigest()[:12]
-
-
-def config_hash(masked_cfg: dict) -> str:
-    """Short hash of a composed, masked config, without the keys that differ per run."""
-    body = {k: v for k, v in masked_cfg.items() if k not in ("run_id", "hydra")}
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()[:12]
-
-
-# ------------------------------------------------------------------------------------- locking
-def read_lock(path: Path) -> Optional[dict]:
-    """The lock header of a recipe file, or None when it is not a locked recipe."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(LOCK_MARK):
-                    try:
-                        return json.loads(line[len(LOCK_MARK):])
-                    except json.JSONDecodeError as e:
-                        raise LLMOpsError(f"{path}: the llmops-lock header is not valid JSON ({e})") from None
-                if not line.startswith("#"):
-                    break
-    except OSError:
-        return None
-    return None
-
-
-def is_locked(path: Path) -> bool:
-    return read_lock(path) is not None
-
-
-def _body(path: Path) -> dict:
-    from llmops.config.compose import load_yaml_file
-
-    return load_yaml_file(path)
-
-
-def check_lock(path: Path) -> None:
-    """Raise when a locked recipe was edited after locking or comes from another major version."""
-    lock = read_lock(path)
-    if lock is None:
-        return
-    want = lock.get("hash")
-    got = content_hash(_body(path))
-    if want != got:
-        raise LLMOpsError(
-            f"{path}: locked recipe content does not match its hash (header says {want}, content is "
-            f"{got}); it was edited after `llmops recipes lock`. Lock the run again, or copy it "
-            f"without the '# llmops-lock:' line to make an ordinary recipe"
-        )
-    from llmops import __version__
-
-    theirs = str(lock.get("llmops_version", ""))
-    if theirs.split(".")[0] != __version__.split(".")[0] and os.environ.get(ALLOW_MISMATCH_ENV) != "1":
-        raise LLMOpsError(
-            f"{path}: locked with llmops {theirs}, this is llmops {__version__} (another major "
-            f"version); set {ALLOW_MISMATCH_ENV}=1 to run it anyway"
-        )
+from llmops.config.lock import LOCK_MARK, UNLOCKED, content_hash, is_locked, recipe_hash
+from llmops.core.errors import LLMOpsError
+from llmops.run import RunDir
 
 
 def _restore_env_refs(cfg: Any, raw: Any) -> Any:
     """Put `${oc.env:...}` references (masked as *** in config.yaml) back from the raw config."""
-    from llmops.config.secrets import MASK
+    from llmops.core.secrets import MASK
 
     if isinstance(cfg, dict) and isinstance(raw, dict):
         return {k: _restore_env_refs(v, raw.get(k)) for k, v in cfg.items()}
@@ -122,20 +38,19 @@ def _restore_env_refs(cfg: Any, raw: Any) -> Any:
 def lock(run_dir: Path, out: Optional[Path] = None) -> Path:
     """Write the frozen recipe of a finished run; return its path."""
     from llmops import __version__
-    from llmops.config import secrets
-    from llmops.engine import atomic_write_text
+    from llmops.core import secrets
+    from llmops.core.io import atomic_write_text
 
     run_dir = Path(run_dir)
-    cfg_p, prov_p, state_p = run_dir / "config.yaml", run_dir / "provenance.json", run_dir / "state.json"
-    for p in (cfg_p, prov_p, state_p):
-        if not p.is_file():
-            raise LLMOpsError(f"{run_dir}: no {p.name}; not a run directory written by `llmops run`")
-    prov = json.loads(prov_p.read_text())
-    state = json.loads(state_p.read_text())
-    unfinished = [n for n, s in state.get("stages", {}).items() if s.get("status") not in ("done", "skipped")]
+    rd = RunDir(run_dir)
+    prov, cfg = rd.provenance(), rd.config_dict()
+    if prov is None or cfg is None or not rd.is_run_dir():
+        raise LLMOpsError(f"{run_dir}: no state.json, config.yaml or provenance.json; not a run "
+                          f"directory written by `llmops run`")
+    state = rd.state()
+    unfinished = [n for n, s in state.data["stages"].items() if s.get("status") not in ("done", "skipped")]
     if unfinished:
         raise LLMOpsError(f"{run_dir}: stages {', '.join(unfinished)} did not finish; lock a finished run")
-    cfg = yaml.safe_load(cfg_p.read_text()) or {}
 
     # the unresolved config, to keep ${oc.env:...} references instead of ***
     masked_keys = []
@@ -150,9 +65,9 @@ def lock(run_dir: Path, out: Optional[Path] = None) -> Path:
             cfg = _restore_env_refs(cfg, OmegaConf.to_container(strip_hydra(raw), resolve=False))
     except LLMOpsError:
         pass
-    from llmops.config.compose import _flatten
+    from llmops.core.tree import flatten
 
-    masked_keys = [k for k, v in _flatten(cfg) if v == secrets.MASK]
+    masked_keys = [k for k, v in flatten(cfg) if v == secrets.MASK]
 
     cfg.update(UNLOCKED)
     cfg.pop("hydra", None)
@@ -192,18 +107,39 @@ def lock(run_dir: Path, out: Optional[Path] = None) -> Path:
 
 
 def _conf_dir() -> Path:
-    from llmops import resources
+    from llmops.core import resources
 
     return resources.conf_dir()
 
 
 # ------------------------------------------------------------------------------------- commands
-def command(args) -> int:
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmops recipes", description="List, show and share recipes.")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("ls", help="every recipe on the recipe path, with its source")
+    s = sub.add_parser("show", help="print a recipe composed (secrets masked)")
+    s.add_argument("name")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--raw", action="store_true", help="print the recipe file as written")
+    s = sub.add_parser("cp", help="copy a recipe for editing")
+    s.add_argument("name")
+    s.add_argument("dest", type=Path)
+    s = sub.add_parser("diff", help="what two recipes change against each other, key by key")
+    s.add_argument("a")
+    s.add_argument("b")
+    s = sub.add_parser("lock", help="write a frozen recipe from a finished run")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--out", type=Path, default=None)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     return {"ls": cmd_ls, "show": cmd_show, "cp": cmd_cp, "diff": cmd_diff, "lock": cmd_lock}[args.action](args)
 
 
 def cmd_ls(args) -> int:
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     entries = rs.all_recipes()
     if not entries:
@@ -224,7 +160,7 @@ def _masked(name: str, overrides: list[str]) -> tuple[dict, dict]:
     """(masked job config, group choices) of a recipe composed with overrides."""
     from omegaconf import OmegaConf
 
-    from llmops.config import secrets
+    from llmops.core import secrets
     from llmops.config.compose import compose
 
     cfg, _ = compose(name, overrides, check=False)
@@ -241,7 +177,7 @@ def cmd_show(args) -> int:
         print(path.read_text(), end="")
         return 0
     data, choices = _masked(args.name, list(args.overrides))
-    from llmops import recipe_sources as rs
+    from llmops.config import sources as rs
 
     entry = rs.all_recipes(args.overrides).get(args.name)
     where = f"{entry.location} ({entry.source.label})" if entry else str(path)
@@ -256,7 +192,7 @@ def cmd_show(args) -> int:
 
 def cmd_cp(args) -> int:
     from llmops.config.compose import find_recipe
-    from llmops.engine import atomic_write_text
+    from llmops.core.io import atomic_write_text
 
     src = find_recipe(args.name)
     dest = Path(args.dest)
@@ -284,9 +220,9 @@ def _recipe_path_dirs() -> list[Path]:
 
 def diff_configs(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
     """(key, a value, b value) for every key whose value differs; `<absent>` marks a missing key."""
-    from llmops.config.compose import _flatten
+    from llmops.core.tree import flatten
 
-    fa, fb = dict(_flatten(a)), dict(_flatten(b))
+    fa, fb = dict(flatten(a)), dict(flatten(b))
     absent = "<absent>"
     out = []
     for k in sorted(set(fa) | set(fb)):

@@ -40,7 +40,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.run import DataOutputs
 
 log = logging.getLogger("llmops.data")
 
@@ -768,11 +769,11 @@ def fingerprint(cfg) -> tuple[str, dict]:
     return _hash_obj(parts), parts
 
 
-def _outputs(meta: dict, entry: Path, cache_hit: bool) -> dict:
-    return {"blocks": dict(meta["blocks"]), "tokens": dict(meta["tokens"]), "cache_hit": cache_hit,
-            "data_dir": str(entry), "tokenizer_dir": str(entry / "tokenizer"),
-            "block_size": meta["block_size"], "group_by": meta["group_by"], "rows": dict(meta["rows"]),
-            "vocab_size": meta["vocab_size"], "fingerprint": meta["key"], "source": meta["source"]}
+def _outputs(meta: dict, entry: Path, cache_hit: bool) -> DataOutputs:
+    return DataOutputs(blocks=dict(meta["blocks"]), tokens=dict(meta["tokens"]), cache_hit=cache_hit,
+                       data_dir=str(entry), tokenizer_dir=str(entry / "tokenizer"),
+                       block_size=meta["block_size"], group_by=meta["group_by"], rows=dict(meta["rows"]),
+                       vocab_size=meta["vocab_size"], fingerprint=meta["key"], source=meta["source"])
 
 
 def _tokens_complete(entry: Path) -> bool:

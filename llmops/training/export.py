@@ -1,25 +1,30 @@
 """Export: the trained model as safetensors with its tokenizer (HF layout), the LoRA adapter when
 asked, and the Caikit layout (config.yml + artifacts/) side by side under the run's prefix.
 
-`save_trained` runs on the rank-0 training worker, so the model goes from wherever training ran
-straight to the configured store. The `export` stage then builds the Caikit layout from the stored
-HF export (verified against its manifest) and records the URIs the serving stage reads.
+`save_trained` runs on the rank-0 training worker and writes every layout from there straight to
+the configured store: the weights cross the network once, and never through the machine that
+submitted the job. The `export` stage then verifies each stored layout against its manifest and
+records the URIs the serving stage reads.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
 from llmops import storage
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.run import ExportOutputs, TrainOutputs
+
+log = logging.getLogger("llmops")
 
 PROVENANCE_FILE = "llmops-provenance.json"
 CAIKIT_MODULE_ID = "f9181353-4ccf-4572-bd1e-f12bcda26792"
@@ -64,27 +69,34 @@ def save_hf(model, tokenizer, out: Path) -> None:
     fix_tokenizer_config(out, getattr(model.config, "model_type", ""))
 
 
-def save_trained(cfg: DictConfig, model, tokenizer, run: dict, work: Path) -> str:
-    """On rank 0: merge LoRA, save HF layout (+ adapter) and put it in the store. Returns its URI."""
-    uris = storage.model_uris(cfg, run["run_id"])
+def save_trained(cfg: DictConfig, model, tokenizer, provenance: Optional[dict], run_id: str,
+                 work: Path) -> dict:
+    """On rank 0: merge LoRA, write the HF layout, the Caikit layout (and the adapter) and put each
+    in the store. Returns {"model_uri", "caikit_uri"[, "adapter_uri"]}."""
+    uris = storage.model_uris(cfg, run_id)
     store = storage.get_store(cfg)
     work = Path(work)
+    out = {}
     model = getattr(model, "module", model)  # unwrap DDP
     if _enum(cfg.training.method) == "lora":
         if cfg.training.lora.keep_adapter:
             model.save_pretrained(str(work / "adapter"))
             tokenizer.save_pretrained(str(work / "adapter"))
-            _write_provenance(work / "adapter", run)
+            _write_provenance(work / "adapter", provenance)
             store.put_dir(work / "adapter", uris["adapter"])
+            out["adapter_uri"] = uris["adapter"]
         model = model.merge_and_unload()
     save_hf(model, tokenizer, work / "hf")
-    _write_provenance(work / "hf", run)
+    _write_provenance(work / "hf", provenance)
     store.put_dir(work / "hf", uris["hf"])
-    return uris["hf"]
+    caikit = build_caikit(work / "hf", work / "caikit")
+    _write_provenance(caikit, provenance)
+    store.put_dir(caikit, uris["caikit"])
+    out.update({"model_uri": uris["hf"], "caikit_uri": uris["caikit"]})
+    return out
 
 
-def _write_provenance(folder: Path, run: dict) -> None:
-    prov = run.get("provenance")
+def _write_provenance(folder: Path, prov: Optional[dict]) -> None:
     if prov:
         (folder / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2, default=str))
 
@@ -126,39 +138,46 @@ def build_caikit(hf_dir: Path, out: Path) -> Path:
     return out
 
 
-def plan(cfg: DictConfig, ctx) -> dict:
-    uris = storage.model_uris(cfg, ctx.run_id)
+def plan(cfg: DictConfig, run_id: str) -> dict:
+    uris = storage.model_uris(cfg, run_id)
     out = {"model_uri": uris["hf"], "caikit_uri": uris["caikit"],
-           "writes": ["HF layout: config.json, model.safetensors, tokenizer files, "
-                      f"{PROVENANCE_FILE}, {storage.MANIFEST} (last)",
-                      "Caikit layout: config.yml + artifacts/ (the HF files)"]}
+           "writes": ["(from the rank-0 training worker) HF layout: config.json, model.safetensors, "
+                      f"tokenizer files, {PROVENANCE_FILE}, {storage.MANIFEST} (last)",
+                      "(from the rank-0 training worker) Caikit layout: config.yml + artifacts/",
+                      "this stage: verifies every stored file against its manifest"]}
     if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
         out["adapter_uri"] = uris["adapter"]
     return out
 
 
-def export(cfg: DictConfig, ctx) -> dict:
-    """The export stage: verify the stored HF model, write the Caikit layout beside it."""
-    train = ctx.outputs("train")
-    src_uri = train.get("model_uri")
-    if not src_uri:
+def export(cfg: DictConfig, run_id: str, train: TrainOutputs, provenance: Optional[dict]) -> ExportOutputs:
+    """The export stage: verify what rank 0 stored; copy it only when storage changed since training."""
+    if not train.model_uri:
         raise LLMOpsError("the train stage recorded no model_uri; rerun stages=[train,export]")
-    uris = storage.model_uris(cfg, ctx.run_id)
+    uris = storage.model_uris(cfg, run_id)
     store = storage.get_store(cfg)
+    if train.model_uri != uris["hf"] or not train.caikit_uri:
+        _copy_from_earlier_storage(cfg, train, uris, store, provenance)
+    manifests = [store.verify(uris["hf"]), store.verify(uris["caikit"])]
+    out = ExportOutputs(model_uri=uris["hf"], caikit_uri=uris["caikit"],
+                        files=sum(len(m["files"]) for m in manifests),
+                        bytes=sum(f["size"] for m in manifests for f in m["files"].values()))
+    if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
+        out.adapter_uri = uris["adapter"]
+    return out
+
+
+def _copy_from_earlier_storage(cfg: DictConfig, train: TrainOutputs, uris: dict, store,
+                               provenance: Optional[dict]) -> None:
+    """The model was trained with another storage config (or an older llmops wrote only the HF
+    layout): bring its layouts into this run's prefix, verified on the way."""
+    log.info("export: the trained model is at %s; copying it to %s", train.model_uri, uris["hf"])
     with tempfile.TemporaryDirectory(prefix="llmops-export-") as tmp:
         tmp = Path(tmp)
-        src_store = storage.store_for_uri(cfg, src_uri)
-        hf_local = Path(src_store.get_dir(src_uri, tmp / "hf"))  # verifies the manifest
-        if src_uri != uris["hf"]:  # storage changed since training: copy into this run's prefix
+        src = storage.store_for_uri(cfg, train.model_uri)
+        hf_local = Path(src.get_dir(train.model_uri, tmp / "hf"))  # verifies the manifest
+        if train.model_uri != uris["hf"]:
             store.put_dir(hf_local, uris["hf"])
-        prov = ctx.extra.get("provenance")
-        caikit_dir = build_caikit(hf_local, tmp / "caikit")
-        if prov:
-            (caikit_dir / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2, default=str))
-        manifest = store.put_dir(caikit_dir, uris["caikit"])
-    out = {"model_uri": uris["hf"], "caikit_uri": uris["caikit"],
-           "files": len(manifest["files"]),
-           "bytes": sum(f["size"] for f in manifest["files"].values())}
-    if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
-        out["adapter_uri"] = uris["adapter"]
-    return out
+        caikit = build_caikit(hf_local, tmp / "caikit")
+        _write_provenance(caikit, provenance)
+        store.put_dir(caikit, uris["caikit"])

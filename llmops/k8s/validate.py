@@ -17,7 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.core.names import (DNS1035_LABEL, DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE,
+                               QUALIFIED_NAME)
 
 SCHEMAS_ENV = "LLMOPS_SCHEMAS_DIR"
 K8S_VERSION = "1.32"  # OpenShift 4.19; core-kind schemas from kubernetes-validate
@@ -30,15 +32,10 @@ CRDS = {  # (apiVersion, kind) -> CRD file under kserve/
 }
 CORE = {("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Namespace")}
 
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUB = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QNAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def schemas_dir() -> Path:
-    from llmops import resources
+    from llmops.core import resources
 
     d = resources.schemas_dir()
     if not (d / "kserve").is_dir():
@@ -90,7 +87,7 @@ def _load_crd_schema(path: Path) -> dict:
     v = next((v for v in versions if v.get("storage")), versions[0])
     schema = _closed(copy.deepcopy(v["schema"]["openAPIV3Schema"]))
     try:
-        from llmops.engine import atomic_write_text
+        from llmops.core.io import atomic_write_text
 
         atomic_write_text(cached, json.dumps(schema))
     except OSError:
@@ -138,26 +135,26 @@ def _meta_problems(obj: dict) -> list[str]:
     kind = obj.get("kind")
     meta = obj.get("metadata") or {}
     name = meta.get("name")
-    rx, rule = (_DNS1035, "DNS-1035 (lower-case letters, digits, '-', starting with a letter)") \
-        if kind == "InferenceService" else (_DNS1123, "DNS-1123 (lower-case letters, digits, '-')")
+    rx, rule = (DNS1035_LABEL, "DNS-1035 (lower-case letters, digits, '-', starting with a letter)") \
+        if kind == "InferenceService" else (DNS1123_LABEL, "DNS-1123 (lower-case letters, digits, '-')")
     if kind == "Secret":
-        rx, rule = _DNS1123_SUB, "a DNS-1123 subdomain"
+        rx, rule = DNS1123_SUBDOMAIN, "a DNS-1123 subdomain"
     if not isinstance(name, str) or not name:
         probs.append("metadata.name: missing")
     elif len(name) > 63 or not rx.match(name):
         probs.append(f"metadata.name: {name!r} is not {rule}, at most 63 characters")
     ns = meta.get("namespace")
-    if kind != "Namespace" and ns is not None and (len(str(ns)) > 63 or not _DNS1123.match(str(ns))):
+    if kind != "Namespace" and ns is not None and (len(str(ns)) > 63 or not DNS1123_LABEL.match(str(ns))):
         probs.append(f"metadata.namespace: {ns!r} is not a DNS-1123 label")
     for section in ("labels", "annotations"):
         for k, v in (meta.get(section) or {}).items():
             prefix, _, nm = str(k).rpartition("/")
-            if (prefix and (len(prefix) > 253 or not _DNS1123_SUB.match(prefix))) or \
-                    len(nm) > 63 or not _QNAME.match(nm):
+            if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))) or \
+                    len(nm) > 63 or not QUALIFIED_NAME.match(nm):
                 probs.append(f"metadata.{section}: key {k!r} is not a qualified name")
             if not isinstance(v, str):
                 probs.append(f"metadata.{section}.{k}: value must be a string, got {type(v).__name__}")
-            elif section == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+            elif section == "labels" and (len(v) > 63 or not LABEL_VALUE.match(v)):
                 probs.append(f"metadata.labels.{k}: {v!r} is not a valid label value")
     return probs
 

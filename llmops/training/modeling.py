@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 
 
 def _enum(v: Any) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
+from llmops.run import DataOutputs, TrainingTask, TrainOutputs
 
 log = logging.getLogger("llmops")
 
@@ -167,15 +168,19 @@ def training_arguments(cfg: DictConfig, output_dir: str, use_gpu: bool):
     return TrainingArguments(**args)
 
 
-def preflight(cfg: DictConfig, data: dict) -> None:
-    """Checks before any cluster work: block size vs context, LoRA targets, precision, arguments."""
-    from llmops import modeling
+def preflight(cfg: DictConfig, data: DataOutputs) -> None:
+    """Checks before any cluster work: block size vs context, LoRA targets, precision, arguments.
+    The model checks need the tokenizer on this machine (on a remote cluster's storage it is not)."""
+    from llmops.training import modeling
 
-    tok = modeling.load_tokenizer(data["tokenizer_dir"])
-    try:
-        modeling.preflight(cfg, tok)
-    except modeling.ConfigUnavailable as e:  # e.g. a hub model and no network here
-        log.warning("model shape checks skipped: %s", e)
+    if data.tokenizer_dir and Path(data.tokenizer_dir).is_dir():
+        tok = modeling.load_tokenizer(data.tokenizer_dir)
+        try:
+            modeling.preflight(cfg, tok)
+        except modeling.ConfigUnavailable as e:  # e.g. a hub model and no network here
+            log.warning("model shape checks skipped: %s", e)
+            modeling.check_precision(cfg)
+    else:
         modeling.check_precision(cfg)
     check_arguments(cfg)
 
@@ -215,27 +220,28 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from transformers import Trainer
 
-    from llmops import data, modeling
+    from llmops import data
+    from llmops.training import modeling
     from llmops.config.schema import typed
 
     cfg = typed(config["cfg"])
-    run = config["run"]
+    task = TrainingTask.from_dict(config["task"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     use_gpu = int(cfg.cluster.gpus_per_worker) > 0
     torch.manual_seed(int(cfg.seed))
 
-    tokenizer = modeling.load_tokenizer(run["data"]["tokenizer_dir"])
+    tokenizer = modeling.load_tokenizer(task.data.tokenizer_dir)
     model = modeling.build_model(cfg, tokenizer)
-    train_ds = BlockDataset(data.load_blocks(run["data"]["data_dir"], "train"))
-    eval_ds = BlockDataset(data.load_blocks(run["data"]["data_dir"], "validation"))
+    train_ds = BlockDataset(data.load_blocks(task.data.data_dir, "train"))
+    eval_ds = BlockDataset(data.load_blocks(task.data.data_dir, "validation"))
 
     work = Path(tempfile.mkdtemp(prefix=f"llmops-rank{rank}-"))
     args = training_arguments(cfg, str(work / "hf"), use_gpu)
     block = int(train_ds.blocks.shape[1])
     tokens_per_step = (int(cfg.training.per_device_train_batch_size) * block
                        * int(cfg.training.gradient_accumulation_steps) * ctx.get_world_size())
-    metrics_path = Path(run["metrics_path"]) if rank == 0 and run.get("metrics_path") else None
+    metrics_path = Path(task.metrics_path) if rank == 0 and task.metrics_path else None
     mlog = _metrics_callback(metrics_path, tokens_per_step)
     callbacks = [RayTrainReportCallback(), mlog]
     if int(cfg.training.max_time_s) > 0:
@@ -281,9 +287,10 @@ def train_loop_per_worker(config: dict) -> None:
     final["history"] = mlog.history if rank == 0 else []
     final_ckpt = None
     if rank == 0:
-        from llmops import export
+        from llmops.training import export
 
-        final["model_uri"] = export.save_trained(cfg, trainer.model, tokenizer, run, work / "final")
+        final.update(export.save_trained(cfg, trainer.model, tokenizer, task.provenance, task.run_id,
+                                         work / "final"))
         # the last HF checkpoint again, now with the final metrics: Ray keeps the latest
         # checkpoint whatever its score and makes its metrics result.metrics, and a rerun with a
         # larger budget resumes from it (optimizer, scheduler and data position included)
@@ -298,8 +305,9 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------ driver
-def fit(cfg: DictConfig, run: dict) -> dict:
-    """Train on the connected Ray cluster. Returns the train stage's outputs."""
+def fit(cfg: DictConfig, task) -> TrainOutputs:
+    """Train on the connected Ray cluster. `task`: a TrainingTask (or its dict, as a remote job
+    receives it). Returns the train stage's outputs."""
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -307,20 +315,21 @@ def fit(cfg: DictConfig, run: dict) -> dict:
     from llmops import storage
 
     c = cfg.cluster
-    storage_path, fs = storage.ray_storage(cfg, Path(run["run_dir"]), run["run_id"])
-    run = dict(run)
-    run.setdefault("metrics_path", str(Path(run["run_dir"]) / METRICS_FILE))
+    task = TrainingTask.from_dict(task)
+    storage_path, fs = storage.ray_storage(cfg, Path(task.run_dir), task.run_id)
+    if not task.metrics_path:
+        task = dataclasses.replace(task, metrics_path=str(Path(task.run_dir) / METRICS_FILE))
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     plain.pop("hydra", None)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": plain, "run": run},
+        train_loop_config={"cfg": plain, "task": task.to_dict()},
         scaling_config=ScalingConfig(
             num_workers=int(c.num_workers), use_gpu=int(c.gpus_per_worker) > 0,
             resources_per_worker={"CPU": int(c.cpus_per_worker),
                                   **({"GPU": int(c.gpus_per_worker)} if int(c.gpus_per_worker) else {})}),
         run_config=RunConfig(
-            name=run["run_id"], storage_path=storage_path, storage_filesystem=fs,
+            name=task.run_id, storage_path=storage_path, storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=int(cfg.training.save_total_limit),
                 checkpoint_score_attribute="eval_loss", checkpoint_score_order="min"),
@@ -340,19 +349,16 @@ def fit(cfg: DictConfig, run: dict) -> dict:
     ckpt = best or result.checkpoint
     metrics = {k: m.get(k) for k in ("train_loss", "eval_loss", "perplexity", "eval_accuracy",
                                      "tokens_per_s", "global_step", "train_runtime_s", "epoch")}
-    out = {
-        "metrics": metrics,
-        "checkpoint_uri": _ckpt_uri(ckpt, fs),
-        "model_uri": m.get("model_uri"),
-        "metrics_file": run["metrics_path"],
-    }
-    if history and not Path(run["metrics_path"]).exists():
-        with open(run["metrics_path"], "w") as f:
+    out = TrainOutputs(metrics=metrics, checkpoint_uri=_ckpt_uri(ckpt, fs), model_uri=m.get("model_uri"),
+                       caikit_uri=m.get("caikit_uri"), adapter_uri=m.get("adapter_uri"),
+                       metrics_file=task.metrics_path)
+    if history and not Path(task.metrics_path).exists():
+        with open(task.metrics_path, "w") as f:
             for rec in history:
                 f.write(json.dumps(rec) + "\n")
     try:
-        plot_loss(Path(run["metrics_path"]), Path(run["run_dir"]) / "loss.png")
-        out["loss_plot"] = str(Path(run["run_dir"]) / "loss.png")
+        plot_loss(Path(task.metrics_path), Path(task.run_dir) / "loss.png")
+        out.loss_plot = str(Path(task.run_dir) / "loss.png")
     except Exception as e:  # a plot is a nicety; never fail a run for it
         log.warning("loss.png not written: %s", e)
     return out

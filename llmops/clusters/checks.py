@@ -1,0 +1,69 @@
+"""Checks of the `cluster` config section: cluster=ray needs a dashboard URL; cluster=codeflare a
+Ray 2.58 image and valid names."""
+
+from __future__ import annotations
+
+import re
+
+from llmops.clusters.kuberay import image_problem
+from llmops.config.validate import Checker
+from llmops.core.names import RAYCLUSTER_MAX, RAYJOB_MAX, dns1035_problem, dns1123_problem, k8s_name
+
+
+def check(c: Checker) -> None:
+    """cluster=ray needs a dashboard URL; cluster=codeflare a Ray 2.58 image and valid names."""
+    kind, mode = str(c.value("cluster.kind")), str(c.value("cluster.mode"))
+    c.positive_ints("cluster.num_workers", "cluster.cpus_per_worker")
+    c.nonnegative_ints("cluster.gpus_per_worker", "cluster.job_timeout_s")
+    c.check("cluster.poll_interval_s", lambda v: v > 0, "a period in seconds > 0")
+    c.check("cluster.auth", lambda v: v in ("auto", "kubeconfig", "incluster", "token"),
+            "one of auto, kubeconfig, incluster, token")
+    url = re.compile(r"^https?://[^/\s:]+(:\d+)?(/.*)?$")
+    if kind == "ray":
+        addr = c.get("cluster.address")
+        if not addr:
+            c.add("cluster.address", "the Ray dashboard URL for cluster=ray, e.g. http://127.0.0.1:8265")
+        elif not url.match(str(addr)):
+            c.add("cluster.address", "an http(s)://host:port URL of the Ray dashboard (Jobs API)")
+    if kind != "codeflare":
+        return
+    p = image_problem(c.get("cluster.image"))
+    if p:
+        c.add("cluster.image", f"expected {p}")
+    p = dns1123_problem(str(c.get("cluster.namespace")))
+    if p:
+        c.add("cluster.namespace", p)
+    limit, what = (RAYJOB_MAX, "RayJob") if mode == "rayjob" else (RAYCLUSTER_MAX, "RayCluster")
+    name = c.get("cluster.name")
+    if name is not None:
+        p = dns1035_problem(str(name), limit)
+        if p:
+            c.add("cluster.name", f"{p} (a {what} name: DNS-1035, at most {limit} characters)")
+    else:
+        try:
+            k8s_name(str(c.get("run_id")), limit, dns1035=True)
+        except ValueError as e:
+            c.add("run_id", f"{e} (set cluster.name)")
+    q = c.get("cluster.local_queue")
+    if q is not None:
+        p = dns1123_problem(str(q))
+        if p:
+            c.add("cluster.local_queue", p)
+    for key in ("cluster.head_cpus", "cluster.head_memory_gb", "cluster.worker_cpus",
+                "cluster.worker_memory_gb", "cluster.apply_timeout_s", "cluster.ready_timeout_s"):
+        c.check(key, lambda v: isinstance(v, int) and v > 0, "a positive integer")
+    for key in ("cluster.head_gpus", "cluster.ttl_seconds_after_finished"):
+        c.check(key, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    cpus, wcpus = c.get("cluster.cpus_per_worker"), c.get("cluster.worker_cpus")
+    if isinstance(cpus, int) and isinstance(wcpus, int) and cpus > wcpus:
+        c.add("cluster.cpus_per_worker", f"at most cluster.worker_cpus ({wcpus}): a Ray Train worker "
+              "cannot ask for more CPUs than its pod has")
+    if mode == "rayjob" and c.get("cluster.pass_secrets"):
+        c.add("cluster.pass_secrets", "false with cluster.mode=rayjob: the RayJob object would store "
+              "the secret values; give the pods a Secret-backed environment instead")
+    for key in ("cluster.volumes", "cluster.volume_mounts", "cluster.tolerations"):
+        for i, item in enumerate(c.get(key) or []):
+            if not hasattr(item, "keys"):
+                c.add(key, f"a list of mappings (item {i} is not one)")
+            elif key != "cluster.tolerations" and "name" not in item:
+                c.add(key, f"every item with a name (item {i} has none)")

@@ -1,0 +1,180 @@
+"""`RunDir`: one run directory and its files; `State`: state.json; `RunContext`: what a stage sees.
+
+    state.json      {"run_id", "recipe", "stages": {NAME: {status, fingerprint, outputs, error,
+                     seconds, reused}}}
+    config.yaml     the resolved config, secrets masked
+    overrides.yaml  the command-line overrides, secrets masked
+    provenance.json recipe, hashes, versions, git commit, masked config
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from llmops.core.errors import LLMOpsError
+from llmops.core.io import atomic_write_json
+from llmops.run.outputs import OUTPUT_TYPES, Outputs, TrainingTask
+
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+PROVENANCE_FILE = "provenance.json"
+
+O = TypeVar("O", bound=Outputs)
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise LLMOpsError(f"{p}: not valid JSON ({e}); move it away to start afresh") from None
+    except RecursionError:
+        raise LLMOpsError(f"{p}: JSON nested too deep") from None
+
+
+class State:
+    """state.json of one run, held in memory and saved atomically."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path = path
+        self.data = data
+        self.data.setdefault("stages", {})
+
+    @classmethod
+    def load(cls, run_dir: Path, run_id: str, recipe: str) -> "State":
+        path = Path(run_dir) / STATE_FILE
+        data = _read_json(path) if path.is_file() else {"run_id": run_id, "recipe": recipe, "stages": {}}
+        return cls(path, data)
+
+    @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+    @property
+    def recipe(self) -> Optional[str]:
+        return self.data.get("recipe")
+
+    def stage(self, name: str) -> dict:
+        return self.data["stages"].setdefault(name, {"status": "pending"})
+
+    def status(self, name: str) -> str:
+        return (self.data["stages"].get(name) or {}).get("status", "absent")
+
+    def outputs(self, name: str, *, where: Any = None) -> Outputs:
+        """The typed outputs of a finished stage; a clear error when it has not finished."""
+        st = self.data["stages"].get(name) or {}
+        if st.get("status") != "done":
+            raise LLMOpsError(
+                f"{where or self.path.parent}: stage '{name}' has not finished (status "
+                f"{st.get('status', 'absent')!r}): its outputs are needed; add it to stages=[...] "
+                f"or rerun it")
+        return OUTPUT_TYPES[name].from_dict(st.get("outputs"))
+
+    def set_outputs(self, name: str, outputs: Outputs) -> None:
+        self.stage(name)["outputs"] = outputs.to_dict()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+class RunDir:
+    """An existing run directory, for the commands that read one (serve, call, undeploy,
+    resume, lock, promote, the sweep summary)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.path / OVERRIDES_FILE
+
+    def is_run_dir(self) -> bool:
+        return self.state_file.is_file()
+
+    def state(self) -> State:
+        if not self.state_file.is_file():
+            raise LLMOpsError(f"{self.path}: no {STATE_FILE}; expected a run directory made by `llmops run`")
+        return State(self.state_file, _read_json(self.state_file))
+
+    def maybe_state(self) -> Optional[State]:
+        return self.state() if self.state_file.is_file() else None
+
+    def outputs(self, name: str, cls: type[O] | None = None) -> O:
+        out = self.state().outputs(name, where=self.path)
+        return out  # type: ignore[return-value]
+
+    def config(self):
+        """The run's saved config (secrets masked), or None when the run directory has none."""
+        p = self.path / CONFIG_FILE
+        if not p.is_file():
+            return None
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(p)
+
+    def config_dict(self) -> Optional[dict]:
+        p = self.path / CONFIG_FILE
+        if not p.is_file():
+            return None
+        import yaml
+
+        return yaml.safe_load(p.read_text()) or {}
+
+    def provenance(self) -> Optional[dict]:
+        p = self.path / PROVENANCE_FILE
+        return _read_json(p) if p.is_file() else None
+
+    def overrides(self) -> list[str]:
+        if not self.overrides_file.is_file():
+            return []
+        import yaml
+
+        return list(yaml.safe_load(self.overrides_file.read_text()) or [])
+
+    def update_outputs(self, name: str, **changes: Any) -> None:
+        """Record a change to a finished stage's outputs (say, `undeploy` deleting what it applied)."""
+        state = self.state()
+        out = state.outputs(name, where=self.path)
+        for k, v in changes.items():
+            setattr(out, k, v)
+        state.set_outputs(name, out)
+        state.save()
+
+
+@dataclass
+class RunContext:
+    """What a stage sees of its run: where it is, its id, the state so far."""
+
+    run_dir: Path
+    run_id: str
+    recipe: str
+    state: Optional[State] = None
+    dry_run: bool = False  # plan: nothing may be written or contacted
+    provenance: Optional[dict] = None
+    extra: dict = field(default_factory=dict)
+
+    def outputs(self, name: str) -> Outputs:
+        if self.state is None:
+            raise LLMOpsError(f"stage '{name}' has not run: its outputs are needed")
+        return self.state.outputs(name, where=self.run_dir)
+
+    def training_task(self) -> "TrainingTask":
+        """What the training function gets: this run, and the data prepare_data made."""
+        return TrainingTask(run_id=self.run_id, run_dir=str(self.run_dir),
+                            data=self.outputs("prepare_data"), provenance=self.provenance)
+
+    def stage_dir(self, name: str) -> Path:
+        p = self.run_dir / name
+        if not self.dry_run:
+            p.mkdir(parents=True, exist_ok=True)
+        return p
