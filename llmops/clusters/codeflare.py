@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from llmops.clusters import kuberay
