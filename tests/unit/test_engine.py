@@ -51,7 +51,7 @@ def test_state_contract_and_skip_on_rerun(compose, tmp_path, recorder):
     assert set(st) >= {"run_id", "recipe", "stages"} and st["recipe"] == "quickstart"
     assert [s for s in st["stages"]] == ["prepare_data", "train", "export", "deploy", "smoke_test"]
     for name, s in st["stages"].items():
-        assert s["status"] == "done" and len(s["fingerprint"]) == 16 and "outputs" in s
+        assert s["status"] == "done" and s["fingerprint"] and "outputs" in s
     assert calls == ["prepare_data", "train", "export", "deploy", "smoke_test"]
 
     calls.clear()
