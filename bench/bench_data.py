@@ -10,6 +10,11 @@ warm-cache rerun of prepare.
 Prints `figure data_llmops_s=...`, `figure data_run_clm_s=...`,
 `ratio data_time_vs_run_clm=...` (llmops / run_clm: below 1 means llmops is faster) and
 `figure data_warm_cache_s=...`.
+
+Then the cache key as one `llmops run` computes it: three times (the engine's prepare_data stage
+fingerprint twice, prepare once), with the file-hash memo against hashing every time (the memo
+cleared before each call, as before the memo existed): `figure data_fingerprint_files_read_per_run`
+(memo) and `..._unmemoised`, `ratio data_fingerprint_calls_memo_vs_unmemoised=...` (time).
 """
 
 from __future__ import annotations
@@ -62,6 +67,29 @@ def run_clm_way(data_dir: Path, tokenizer_dir: Path, num_proc: int) -> dict:
     lm = tokenized.map(group_texts, batched=True, num_proc=num_proc if num_proc > 1 else None,
                        load_from_cache_file=False)
     return {s: len(lm[s]) for s in ("train", "validation")}
+
+
+def fingerprint_per_run(data, cfg, repeats: int) -> None:
+    """The three cache-key computations of one run, with the file-hash memo and without."""
+    calls = 3  # engine: stage fingerprint to reset the stage, again to run it; prepare: the key
+    times: dict[bool, list[float]] = {True: [], False: []}
+    reads: dict[bool, int] = {}
+    for r in range(max(3, repeats)):
+        for memo in ((True, False) if r % 2 == 0 else (False, True)):
+            data.FILE_HASHES.clear()
+            before = data.FILE_HASHES.stats()["files_read"]
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                if not memo:
+                    data.FILE_HASHES.clear()
+                data.fingerprint(cfg)
+            times[memo].append(time.perf_counter() - t0)
+            reads[memo] = data.FILE_HASHES.stats()["files_read"] - before
+    print(f"figure data_fingerprint_files_read_per_run={reads[True]} files")
+    print(f"figure data_fingerprint_files_read_per_run_unmemoised={reads[False]} files")
+    print(f"figure data_fingerprint_calls_memo_s={min(times[True]):.4f} s")
+    print(f"figure data_fingerprint_calls_unmemoised_s={min(times[False]):.4f} s")
+    print(f"ratio data_fingerprint_calls_memo_vs_unmemoised={min(times[True]) / min(times[False]):.3f}")
 
 
 def main() -> int:
@@ -128,7 +156,7 @@ def main() -> int:
             warm.append(time.perf_counter() - t0)
             assert again.cache_hit
 
-        print(f"# blocks: llmops {out['blocks']}, run_clm way {counts} (num_proc={args.num_proc})")
+        print(f"# blocks: llmops {out.blocks}, run_clm way {counts} (num_proc={args.num_proc})")
         if args.num_proc == 1 and out.blocks != counts:
             print("# WARNING: block counts differ", file=sys.stderr)
         best_ours, best_theirs = min(ours), min(theirs)
@@ -136,6 +164,7 @@ def main() -> int:
         print(f"figure data_run_clm_s={best_theirs:.3f} s")
         print(f"ratio data_time_vs_run_clm={best_ours / best_theirs:.3f}")
         print(f"figure data_warm_cache_s={min(warm):.4f} s")
+        fingerprint_per_run(data, c, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

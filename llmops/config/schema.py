@@ -109,6 +109,7 @@ class DatasetConfig:
     train_files: List[str] = field(default_factory=list)
     eval_files: List[str] = field(default_factory=list)
     text_field: str = "text"
+    encoding: str = "utf-8"  # text_files, json_files, wikitext_raw: the files' text encoding
     train_split: str = "train"
     eval_split: str = "validation"
     eval_fraction: float = 0.05  # stdlib_docs/text without eval files: share held out

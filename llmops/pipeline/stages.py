@@ -35,7 +35,9 @@ def _data_inputs(cfg: DictConfig) -> dict:
     from llmops import data
 
     # the content fingerprint: a changed data file reruns the stage even if the config did not
-    return {"content": data.fingerprint(cfg)[0], "dataset": cfg.dataset, "tokenizer": cfg.model.tokenizer,
+    # (file hashes are memoised: prepare, run right after, reads no file again)
+    return {"content": data.fingerprint(cfg)[0], "dataset": data.stage_settings(cfg),
+            "tokenizer": cfg.model.tokenizer,
             "name_or_path": cfg.model.name_or_path,
             "train_tokenizer_vocab": cfg.model.train_tokenizer_vocab, "seed": cfg.seed}
 

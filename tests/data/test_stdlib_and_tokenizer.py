@@ -21,8 +21,8 @@ def stdlib_docs():
 
 def test_stdlib_corpus_is_deterministic_and_imports_nothing(stdlib_docs):
     before = set(sys.modules)
-    files = data._stdlib_files()
-    assert data._stdlib_files() == files and len(set(files)) == len(files)  # a fixed order
+    files = data.stdlib_files()
+    assert data.stdlib_files() == files and len(set(files)) == len(files)  # a fixed order
     # other processes, the same documents in the same order (on a share of the files: parsing is slow)
     some = files[:: max(1, len(files) // 120)]
     assert data.stdlib_documents(num_proc=2, files=some) == data.stdlib_documents(num_proc=1, files=some)
@@ -39,11 +39,11 @@ def test_stdlib_corpus_is_deterministic_and_imports_nothing(stdlib_docs):
 
 
 def test_held_out_documents_are_fixed_by_the_seed(stdlib_docs):
-    train, val = data._holdout(stdlib_docs, 0.05, 42)
+    train, val = data.holdout(stdlib_docs, 0.05, 42)
     assert len(val) == math.ceil(0.05 * len(stdlib_docs)) and len(train) + len(val) == len(stdlib_docs)
     assert not set(val) & set(train) or len(set(stdlib_docs)) < len(stdlib_docs)
-    assert data._holdout(stdlib_docs, 0.05, 42) == (train, val)
-    other_train, other_val = data._holdout(stdlib_docs, 0.05, 7)
+    assert data.holdout(stdlib_docs, 0.05, 42) == (train, val)
+    other_train, other_val = data.holdout(stdlib_docs, 0.05, 7)
     assert other_val != val and sorted(other_train + other_val) == sorted(stdlib_docs)
     # order within each split follows the corpus order
     pos = {id(d): i for i, d in enumerate(stdlib_docs)}
@@ -91,7 +91,7 @@ def test_quickstart_prepare_trains_a_tokenizer_and_caps_blocks(quickstart_prepar
     assert out.cache_hit is False
     assert out.blocks == {"train": 2048, "validation": 64}  # recipes/quickstart.yaml caps
     assert out.tokens == {"train": 2048 * 128, "validation": 64 * 128}
-    train, val = data._holdout(stdlib_docs, 0.05, 42)
+    train, val = data.holdout(stdlib_docs, 0.05, 42)
     assert out.rows == {"train": len(train), "validation": len(val)}
     assert out.vocab_size == 2048
     blocks = data.load_blocks(out.data_dir, "train")

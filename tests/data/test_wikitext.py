@@ -141,3 +141,9 @@ def test_blocks_equal_datasets_map_run_clm_way(wikitext_cache, shared_data):
     assert len(lm) == 240
     np.testing.assert_array_equal(np.array(lm["input_ids"], dtype=np.int32),
                                   data.load_blocks(out.data_dir, "validation"))
+
+
+def test_a_cache_made_by_an_earlier_llmops_is_still_hit(cfg_of, shared_data):
+    """The cache key of the WikiText-2 / GPT-2 job (it holds file hashes and settings, no paths) is
+    the key llmops computed before the data package was split by source (commit 57c6665)."""
+    assert data.fingerprint(cfg_of("wikitext"))[0] == "86ec26e7b683c1c9f501"
