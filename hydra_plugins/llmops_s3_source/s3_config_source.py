@@ -40,7 +40,7 @@ class S3ConfigSource(ConfigSource):
         try:
             if not self.src.exists(rel):
                 raise ConfigLoadError(f"Config not found : s3://{self.path.rstrip('/')}/{rel}")
-            text = self.src.read_text(rel)
+            text = self.src.read_yaml_text(rel)  # refused when over the YAML bounds
         except LLMOpsError as e:
             raise ConfigLoadError(str(e)) from None
         return ConfigResult(config=OmegaConf.create(text) if text.strip() else OmegaConf.create({}),

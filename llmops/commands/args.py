@@ -12,16 +12,50 @@ HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "-
 HYDRA_OPTIONAL_VALUE_FLAGS = ("--info", "-i")
 
 
+def is_recipe_path(arg: str) -> bool:
+    """A path to a recipe file, even when its name has '=' or ',' in it (`./a=b.yaml`): it starts
+    like a path (no override key does) or names an existing .yaml file."""
+    import os
+
+    if arg.startswith(("./", "../", "/", "~")) or arg.startswith("." + os.sep):
+        return True
+    return arg.endswith((".yaml", ".yml")) and os.path.isfile(arg)
+
+
 def split_recipe(args: list[str]) -> tuple[str, list[str]]:
-    """First argument that is neither a flag, a flag's value nor key=value is the recipe."""
+    """First argument that is a recipe path, or neither a flag, a flag's value nor key=value, is
+    the recipe."""
     for i, a in enumerate(args):
-        if a.startswith("-") or "=" in a:
+        if a.startswith("-") or ("=" in a and not is_recipe_path(a)):
             continue
         # a flag's value (e.g. `--cfg job`, `-c job`) is not a recipe
         if i > 0 and args[i - 1] in HYDRA_VALUE_FLAGS + HYDRA_OPTIONAL_VALUE_FLAGS:
             continue
         return a, args[:i] + args[i + 1:]
     return DEFAULT_RECIPE, list(args)
+
+
+ALLOW_TARGET_FLAG = "--allow-target"
+
+
+def split_allow_targets(args: list[str]) -> tuple[list[str], list[str]]:
+    """(names given with --allow-target NAME / --allow-target=NAME, the other arguments)."""
+    names, rest = [], []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == ALLOW_TARGET_FLAG:
+            if i + 1 >= len(args):
+                raise SystemExit(f"llmops: error: {ALLOW_TARGET_FLAG} needs a name (pkg.module.Class)")
+            names.append(args[i + 1])
+            i += 2
+            continue
+        if a.startswith(ALLOW_TARGET_FLAG + "="):
+            names.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    return names, rest
 
 
 def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:

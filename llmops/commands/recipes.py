@@ -156,17 +156,37 @@ def cmd_ls(args) -> int:
     return 0
 
 
-def _masked(name: str, overrides: list[str]) -> tuple[dict, dict]:
-    """(masked job config, group choices) of a recipe composed with overrides."""
+def _composed(name: str, overrides: list[str]):
+    """(composed config with its hydra node, group choices) of a recipe with overrides."""
     from omegaconf import OmegaConf
 
-    from llmops.core import secrets
     from llmops.config.compose import compose
 
     cfg, _ = compose(name, overrides, check=False)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
     choices = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    return cfg, choices
+
+
+def _masked(name: str, overrides: list[str]) -> tuple[dict, dict]:
+    """(masked job config, group choices) of a recipe composed with overrides."""
+    from llmops.core import secrets
+
+    cfg, choices = _composed(name, overrides)
     return secrets.mask(cfg), choices
+
+
+def _hydra_section(cfg) -> dict:
+    """The hydra node as a recipe sees it: what the recipe and its options set (launcher, sweeper,
+    callbacks, logging, run dirs), without what Hydra fills in at run time; secrets masked."""
+    from omegaconf import OmegaConf
+
+    from llmops.core import secrets
+
+    data = OmegaConf.to_container(cfg.hydra, resolve=False)
+    for k in ("runtime", "overrides", "help", "hydra_help"):
+        data.pop(k, None)
+    return {"hydra": secrets.mask(data)}
 
 
 def cmd_show(args) -> int:
@@ -176,7 +196,12 @@ def cmd_show(args) -> int:
     if args.raw:
         print(path.read_text(), end="")
         return 0
-    data, choices = _masked(args.name, list(args.overrides))
+    from llmops.config import targets
+    from llmops.core import secrets
+
+    cfg, choices = _composed(args.name, list(args.overrides))
+    data = secrets.mask(cfg)
+    data.update(_hydra_section(cfg))
     from llmops.config import sources as rs
 
     entry = rs.all_recipes(args.overrides).get(args.name)
@@ -184,6 +209,10 @@ def cmd_show(args) -> int:
     print(f"# recipe {args.name}: {where}")
     print(f"# options: {', '.join(f'{k}={v}' for k, v in choices.items())}")
     print(f"# recipe hash: {recipe_hash(path)}; composed and secrets masked")
+    found = targets.find(cfg)
+    print(f"# instantiates ({len(found)}): what Hydra and Python logging would import and call")
+    for t in found:
+        print(f"#   {t.line()}")
     from omegaconf import OmegaConf
 
     print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")

@@ -3,7 +3,7 @@ Hydra's main with the recipe as primary config (hydra_app)."""
 
 from __future__ import annotations
 
-from llmops.commands.args import split_hydra_flags, split_recipe
+from llmops.commands.args import split_allow_targets, split_hydra_flags, split_recipe
 
 HELP = """usage: llmops run [RECIPE | path/to/recipe.yaml] [key=value ...] [hydra flags]
 
@@ -15,7 +15,12 @@ overrides (Hydra grammar):
   model=gpt2 serving=vllm     pick another option of a config group
   stages=[prepare_data,train] run part of the line
   +training.foo=1 / ~key      add / delete (only keys the schemas know)
-  hydra.run.dir=outputs/x     choose the run directory; rerunning there resumes
+  hydra.run.dir=outputs/x     choose the run directory; rerunning there resumes (a folder
+                              with other files and no state.json is refused)
+
+  --allow-target PKG.MOD.NAME let the recipe's hydra config (callbacks, launcher, sweeper,
+                              logging handlers) instantiate this class or function too; only
+                              llmops' own are allowed otherwise (also: $LLMOPS_ALLOW_TARGETS)
 
 hydra flags that keep working:
   --cfg job|hydra|all         print the composed config instead of running
@@ -32,6 +37,15 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(HELP)
         return 0
+    allow, argv = split_allow_targets(argv)
+    from llmops.config import targets
+
+    with targets.allowing(allow):
+        return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """`llmops run` without --allow-target (already applied)."""
     recipe_ref, rest = split_recipe(argv)
     from llmops.config import compose as c
 
@@ -40,18 +54,29 @@ def main(argv: list[str]) -> int:
     from llmops import hydra_app
 
     if any(f in flags for f in INFO_FLAGS):
+        c.check_targets(recipe, overrides)  # Hydra sets up its logging for --info too
         return hydra_app.main(recipe, flags, overrides, checked=False)
     if any(f in flags for f in CFG_FLAGS):
         # show the config even when a value is out of range (unknown keys and types still stop it)
         c.lint(recipe, overrides)
         return hydra_app.print_cfg(recipe, flags, overrides)
     if any(f in flags for f in MULTIRUN_FLAGS):
-        # each job's values are checked when the job composes
+        # each job's values are checked when the job composes; what Hydra itself instantiates
+        # (callbacks, launcher, sweeper, logging) is checked here, before it starts
         c.lint(recipe, overrides)
+        c.check_targets(recipe, overrides)
         return hydra_app.main(recipe, flags, overrides, checked=False)
     # compose and check everything once, before Hydra creates the run directory: a bad config
     # ends here with every problem listed and nothing written
-    from llmops.pipeline.checks import compose
+    from omegaconf import OmegaConf
 
-    compose(str(recipe), overrides)
+    from llmops.core.errors import LLMOpsError
+    from llmops.pipeline.checks import compose
+    from llmops.pipeline.engine import foreign_dir_problem
+
+    cfg, _ = compose(str(recipe), overrides)
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False)
+    why = foreign_dir_problem(run_dir) if run_dir else None
+    if why:
+        raise LLMOpsError(f"hydra.run.dir: {why}")
     return hydra_app.main(recipe, flags, overrides, checked=True)

@@ -21,7 +21,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from llmops.core import resources
-from llmops.config import lock, schema
+from llmops.config import bounds, lock, schema, targets
+from llmops.core.names import path_component_problem
 from llmops.core.tree import flatten
 from llmops.core.yamlio import load_yaml_file
 from llmops.config.validate import validate
@@ -221,16 +222,18 @@ class Source:
 
 def _safe_yaml(p: Path) -> dict:
     try:
-        d = yaml.safe_load(p.read_text()) or {}
-        return {k: v for k, v in d.items() if k not in ("defaults", "hydra")} if isinstance(d, dict) else {}
-    except Exception:
+        d = load_yaml_file(p)
+    except LLMOpsError:
         return {}
+    return {k: v for k, v in d.items() if k not in ("defaults", "hydra")}
 
 
 def _parse_defaults(defaults: Any, recipe: Path, problems: list[str]) -> dict[str, str]:
     """Group choices a recipe's defaults list makes; unknown groups/options are problems."""
     choices: dict[str, str] = {}
-    if defaults is None:
+    if not defaults:
+        problems.append(f"{recipe}: 'defaults' is empty or missing; a recipe starts from llmops' "
+                        "base config: 'defaults: [config, ...]' (see recipes/quickstart.yaml)")
         return choices
     if not isinstance(defaults, list):
         problems.append(f"{recipe}: 'defaults' must be a list, got {type(defaults).__name__}")
@@ -272,8 +275,12 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    problems = bounds.override_problems(overrides)
+    if problems:
+        raise ConfigError(problems)
+    for _ in bounds.config_files(recipe, overrides, search_dirs(recipe, overrides)):
+        pass  # each file Hydra can reach, read once within the bounds (before Hydra reads it)
     lock.check_lock(recipe)
-    problems: list[str] = []
     data = load_yaml_file(recipe)
     choices = base_choices()
     choices.update(_parse_defaults(data.get("defaults"), recipe, problems))
@@ -298,7 +305,7 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
         key = o.key_or_group
         if key.startswith("hydra") or o.is_delete():
             continue
-        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        values = bounds.sweep_values(o)
         group = key.lstrip("/")
         if ((group in schema.GROUPS or group in OVERLAY_GROUPS) and o.package is None
                 and all(isinstance(v, str) for v in values)):
@@ -349,8 +356,19 @@ def recipe_overrides(recipe: Path, overrides: list[str]) -> list[str]:
     """The overrides Hydra gets: the user's, the recipe name, the search path."""
     user_set_recipe = (any(o.split("=", 1)[0] == "recipe" for o in overrides)
                        or lock.is_locked(recipe))
-    extra = [] if user_set_recipe else [f"recipe={recipe.stem}"]
+    extra = [] if user_set_recipe else [f"recipe={recipe_name_value(recipe)}"]
     return hydra_searchpath_override(list(overrides) + extra, recipe)
+
+
+def recipe_name_value(recipe: Path) -> str:
+    """The recipe's name (its file name) as a quoted override value: a name is data, never
+    override grammar (`a=b.yaml`, `x,y.yaml` are recipes 'a=b', 'x,y', not a sweep)."""
+    name = recipe.stem
+    why = path_component_problem(name)
+    if why:
+        raise LLMOpsError(f"recipe file {recipe}: its name becomes the recipe name (and the run's "
+                          f"folder name): {why}; rename the file")
+    return "'" + name + "'"  # the name rule leaves no quote or backslash to escape
 
 
 def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool = True,
@@ -371,12 +389,13 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
     except ConfigError as e:
         raise ConfigError(e.problems + _problems_of_the_rest(recipe_ref, overrides, e.problems, check,
                                                              checks)) from None
+    hydra_overrides = recipe_overrides(recipe, overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipe.parent), version_base="1.3"):
             cfg = hydra_compose(
                 config_name=recipe.stem,
-                overrides=recipe_overrides(recipe, overrides),
+                overrides=hydra_overrides,
                 return_hydra_config=True,
             )
     except Exception as e:  # Hydra / OmegaConf composition errors
@@ -384,8 +403,40 @@ def compose(recipe_ref: str, overrides: list[str] | None = None, *, check: bool 
     finally:
         GlobalHydra.instance().clear()
     if check:
-        validate(cfg, source, checks)
+        refused = targets.problems(cfg)
+        try:
+            validate(cfg, source, checks)
+        except ConfigError as e:
+            raise ConfigError(refused + e.problems) from None
+        if refused:
+            raise ConfigError(refused)
     return cfg, source
+
+
+def check_targets(recipe: Path, overrides: list[str]) -> None:
+    """Compose (values unchecked) and refuse any target off the allow-list: for the paths of
+    `llmops run` that hand over to Hydra without a full check (sweeps, --info). A sweep's master
+    config is composed without its sweep overrides, as Hydra composes it; each value of a sweep
+    over Hydra's own config (`hydra/job_logging=a,b`, `hydra.x=1,2`) is composed on its own."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain, variants = [], []
+    for o, line in zip(OverridesParser.create().parse_overrides(overrides), overrides):
+        if not o.is_sweep_override():
+            plain.append(line)
+        elif o.key_or_group.lstrip("+~").startswith("hydra"):
+            key = line.split("=", 1)[0]
+            variants += [f"{key}={v}" for v in bounds.sweep_values(o)]
+    problems: list[str] = []
+    for extra in [None] + variants:
+        cfg, _ = compose(str(recipe), plain + ([extra] if extra else []), check=False)
+        problems += [p for p in targets.problems(cfg) if p not in problems]
+        params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+        problems += [f"hydra.sweeper.params.{k}: a sweep over Hydra's own config is not allowed "
+                     f"(its values are not checked); give it on the command line"
+                     for k in params if str(k).lstrip("+~").startswith("hydra")]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _problems_of_the_rest(recipe_ref: str, overrides: list[str], problems: list[str],

@@ -27,6 +27,7 @@ from typing import Iterable, Optional
 
 from llmops.core import resources
 from llmops.core.errors import LLMOpsError
+from llmops.core.yamlio import MAX_BYTES, bounded_text, load_yaml_text
 
 log = logging.getLogger("llmops")
 
@@ -321,15 +322,22 @@ class S3RecipeSource:
         self.check()
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))
-            return obj["Body"].read().decode("utf-8")
+            raw = obj["Body"].read(MAX_BYTES + 1)
         except (BotoCoreError, ClientError) as e:
             raise self._fail(e, f"reading {rel}") from None
+        return bounded_text(raw, f"{self.uri}{rel}")
+
+    def read_yaml_text(self, rel: str) -> str:
+        """A config file's text, refused (naming its URI) when over the YAML bounds."""
+        text = self.read_text(rel)
+        load_yaml_text(text, f"{self.uri}{rel}")
+        return text
 
     def download(self, rel: str) -> Path:
         """Copy one file into the local cache (atomically) and return its path."""
         from llmops.core.io import atomic_write_text
 
-        text = self.read_text(rel)
+        text = self.read_yaml_text(rel)
         dest = cache_dir() / "s3" / self.bucket / (self.prefix or "_") / rel
         atomic_write_text(dest, text)
         return dest

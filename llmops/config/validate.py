@@ -9,7 +9,12 @@ from typing import Any, Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from llmops.core.errors import ConfigError
+from llmops.core.names import path_component_problem
 from llmops.core.tree import flatten
+
+# names that become a folder (run directory, checkpoints, model folder), an object-key segment
+# (s3://bucket/prefix/<run_id>/), a lock file name and Kubernetes names/labels (made from them)
+NAME_KEYS = ("recipe", "run_name", "run_id")
 
 
 class Checker:
@@ -67,6 +72,16 @@ def _resolution_problems(cfg: DictConfig, source: Any) -> list[str]:
     return problems
 
 
+def check_names(c: Checker) -> None:
+    """recipe, run_name and run_id: each a single, portable path component."""
+    for key in NAME_KEYS:
+        v = c.get(key)
+        why = path_component_problem(v if isinstance(v, str) else str(v))
+        if why:
+            c.add(key, f"{why}; it names the run's folder, its storage prefix and its "
+                       "Kubernetes objects")
+
+
 def validate(cfg: DictConfig, source: Any = None, checks: Sequence[Callable[["Checker"], None]] = ()) -> None:
     """Raise ConfigError listing every problem in the composed config.
 
@@ -77,6 +92,7 @@ def validate(cfg: DictConfig, source: Any = None, checks: Sequence[Callable[["Ch
     if problems:
         raise ConfigError(problems)
     c = Checker(cfg, source)
+    check_names(c)
     stages = [str(s.value if hasattr(s, "value") else s) for s in c.get("stages")]
     if len(set(stages)) != len(stages):
         c.add("stages", "each stage at most once")

@@ -1,6 +1,7 @@
-"""Kubernetes names and their limits, in one place: the rules (DNS-1123/1035 labels, subdomains,
-qualified names, label values), the length limits of the kinds llmops creates, and names derived
-from recipe and run ids (valid, bounded, deterministic)."""
+"""Names, in one place: the rules for a name that becomes a path component or an object-key segment
+(recipe names, run_name, run_id), the Kubernetes rules (DNS-1123/1035 labels,
+subdomains, qualified names, label values), the length limits of the kinds llmops creates, and
+Kubernetes names derived from recipe and run ids (valid, bounded, deterministic, distinct)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,32 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+# a path component (a folder or file name, an S3 key segment): portable characters only
+PATH_COMPONENT_MAX_BYTES = 255  # NAME_MAX of Linux file systems (ext4, xfs, tmpfs), and macOS
+PATH_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=@,-]*$")
+PATH_COMPONENT_CHARS = "letters, digits and '._+=@,-', starting with a letter, digit or '_'"
+
+
+def path_component_problem(value: str, max_bytes: int = PATH_COMPONENT_MAX_BYTES) -> Optional[str]:
+    """None when `value` is safe as one path component (and one object-key segment), else why not.
+
+    Refused: empty, '.', '..', a separator ('/' or '\\') or anything outside the portable
+    characters (spaces, control characters, quotes), a leading '.' or '-', over `max_bytes` bytes."""
+    if not isinstance(value, str) or not value:
+        return "expected a non-empty name"
+    if value in (".", ".."):
+        return f"'{value}' is not a name (it names a folder relative to another)"
+    n = len(value.encode("utf-8"))
+    if n > max_bytes:
+        return (f"'{value[:40]}...' is {n} bytes; a file name is at most {max_bytes} bytes "
+                "(it names a folder)")
+    if "/" in value or "\\" in value:
+        return f"'{value}' contains a path separator; expected a single name ({PATH_COMPONENT_CHARS})"
+    if not PATH_COMPONENT.match(value):
+        return f"'{value}' has characters a name may not have; expected {PATH_COMPONENT_CHARS}"
+    return None
 
 
 def dns1123_problem(value: str, max_len: int = 63) -> Optional[str]:
@@ -59,9 +86,10 @@ def label_value(value: str) -> str:
 def k8s_name(base: str, max_len: int = 63, *, dns1035: bool = True) -> str:
     """Lower-case DNS label made from `base`, at most `max_len` characters.
 
-    Anything that is not [a-z0-9-] becomes '-'. A name that had to be shortened keeps its head
-    and ends in '-' plus 6 hex digits of the sha256 of the original, so two long run ids that
-    share a prefix still get different names, and the same input always gets the same name.
+    Anything that is not [a-z0-9-] becomes '-'. A name that had to be changed (cleaned, prefixed
+    or shortened) keeps its head and ends in '-' plus 6 hex digits of the sha256 of the original,
+    so two run ids that differ only in case or punctuation, or share a long prefix, still get
+    different names; a valid name is kept as it is; the same input always gets the same name.
     DNS-1035 (RayCluster, RayJob, Service) also needs a leading letter: 'x-' is prepended when
     the name would start with a digit.
     """
@@ -73,8 +101,9 @@ def k8s_name(base: str, max_len: int = 63, *, dns1035: bool = True) -> str:
         name = "x-" + name
     if not name.strip("-x"):
         raise ValueError(f"cannot derive a Kubernetes name from {base!r}")
-    if len(name) > max_len or name != base:
+    if name != base or len(name) > max_len:
+        # changed (case, punctuation, a prefix, length): a hash of the original keeps two inputs
+        # that map to the same cleaned text apart ('My_Run' and 'my-run')
         digest = hashlib.sha256(base.encode()).hexdigest()[:6]
-        if len(name) > max_len:
-            name = name[: max_len - 7].rstrip("-") + "-" + digest
-    return name.rstrip("-")
+        name = name[: max_len - 7].rstrip("-") + "-" + digest
+    return name

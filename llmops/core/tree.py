@@ -6,7 +6,10 @@ from typing import Any
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """[(dotted key, leaf value)] of a nested mapping; an empty mapping is a leaf."""
+    """[(dotted key, leaf value)] of a nested mapping; an empty mapping inside it is a leaf, an
+    empty mapping at the top has no keys at all."""
+    if isinstance(d, dict) and not d and not prefix:
+        return []
     if isinstance(d, dict) and d:
         out = []
         for k, v in d.items():

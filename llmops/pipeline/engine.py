@@ -28,7 +28,7 @@ from llmops.pipeline import stages
 from llmops.pipeline.stages import StageDef, selected
 from llmops.run import RunContext, State
 from llmops.run.provenance import provenance
-from llmops.run.rundir import CONFIG_FILE, OVERRIDES_FILE, PROVENANCE_FILE
+from llmops.run.rundir import CONFIG_FILE, OVERRIDES_FILE, PROVENANCE_FILE, STATE_FILE
 
 log = logging.getLogger("llmops")
 
@@ -84,9 +84,36 @@ def sweep_metric(cfg: DictConfig, state: State) -> Optional[float]:
     return state.outputs("train").metric(str(OmegaConf.select(cfg, "sweep.metric", default="perplexity")))
 
 
+def foreign_dir_problem(run_dir: Path) -> Optional[str]:
+    """Why `run_dir` cannot be a run directory, or None: it is new, empty, a run directory
+    (state.json), or holds only what Hydra and the sweep launchers put there before the run
+    starts (job logs, the sweep job record)."""
+    from llmops.run.sweep import JOB_FILE
+
+    p = Path(run_dir)
+    if not p.exists() and not p.is_symlink():
+        return None
+    if not p.is_dir():
+        return f"run directory {p} exists and is not a folder"
+    if (p / STATE_FILE).is_file():
+        return None
+    other = sorted(e.name for e in p.iterdir()
+                   if not (e.is_file() and (e.suffix == ".log" or e.name == JOB_FILE)))
+    if not other:
+        return None
+    shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+    return (f"run directory {p} is not empty ({shown}) and is not a run directory (no "
+            f"{STATE_FILE}): llmops writes {CONFIG_FILE}, {STATE_FILE} and stage outputs there; "
+            "choose a new or empty folder (hydra.run.dir=...)")
+
+
 def open_run(cfg: DictConfig, run_dir: Path) -> RunContext:
-    """The context for a run in `run_dir`; an existing state.json keeps its run id."""
+    """The context for a run in `run_dir`; an existing state.json keeps its run id. A folder
+    that holds other files and no state.json is refused (nothing in it is touched)."""
     run_dir = Path(run_dir).resolve()
+    why = foreign_dir_problem(run_dir)
+    if why:
+        raise LLMOpsError(why)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = State.load(run_dir, str(cfg.run_id), str(cfg.recipe))
     if state.run_id != str(cfg.run_id):

@@ -202,3 +202,27 @@ def test_s3_source_with_a_missing_bucket_names_it(recipe_env, s3_env, monkeypatc
     assert cli.main(["recipes", "show", "quickstart"]) == 1
     err = capsys.readouterr().err
     assert "s3://no-such-bucket/recipes/ is unreachable" in err and "NoSuchBucket" in err
+
+
+def test_s3_recipe_and_option_over_the_yaml_bounds_are_refused_naming_the_object(recipe_env, s3_env,
+                                                                                monkeypatch, capsys):
+    import time
+
+    from tests.security.test_input_bounds import billion_laughs
+
+    s3 = _s3_client(s3_env)
+    s3.create_bucket(Bucket="team-bounds")
+    laughs = "defaults:\n  - _schema\n  - _self_\n" + billion_laughs()
+    s3.put_object(Bucket="team-bounds", Key="recipes/model/laughs.yaml", Body=laughs.encode())
+    s3.put_object(Bucket="team-bounds", Key="recipes/uses-laughs.yaml", Body=TEAM_RECIPE.replace(
+        "team_small", "laughs").encode())
+    s3.put_object(Bucket="team-bounds", Key="recipes/big.yaml", Body=b"# " + b"x" * (2 << 20))
+    monkeypatch.setenv("LLMOPS_RECIPE_PATH", "s3://team-bounds/recipes/")
+    t0 = time.time()
+    assert cli.main(["validate", "uses-laughs"]) == 1
+    err = capsys.readouterr().err
+    assert "s3://team-bounds/recipes/model/laughs.yaml" in err and "billion laughs" in err
+    assert cli.main(["validate", "big"]) == 1
+    err = capsys.readouterr().err
+    assert "s3://team-bounds/recipes/big.yaml: larger than 1,048,576 bytes" in err
+    assert time.time() - t0 < 10

@@ -169,3 +169,87 @@ def test_run_reports_every_error_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert rc == 1 and "2 configuration errors" in err
     assert "training.lrr" in err and "per_device_train_batch_size = -2" in err
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override,key", [
+    ("run_id=../../x", "run_id"), ("run_id=..", "run_id"), ("run_id=/tmp/x", "run_id"),
+    ("run_name=../up", "run_name"), ("run_name=a b", "run_name"), ("recipe=../r", "recipe"),
+])
+def test_names_that_would_leave_their_folder_are_refused(compose, override, key):
+    msg = _errors(compose, override)
+    assert f"{key} = '" in msg and "names the run's folder" in msg
+
+
+def test_long_run_name_is_a_clear_error_not_file_name_too_long(tmp_path, monkeypatch, capsys):
+    from llmops import cli
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["run", "quickstart", "run_name=" + "r" * 300, "stages=[prepare_data]"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "run_name = 'rrrr" in err and "300 bytes; a file name is at most 255" in err
+    assert "File name too long" not in err and "Traceback" not in err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("name", ["a=b", "x,y"])
+def test_a_recipe_file_name_is_data_not_override_grammar(tmp_path, monkeypatch, capsys, name):
+    from llmops import cli
+
+    r = tmp_path / f"{name}.yaml"
+    r.write_text((c.find_recipe("quickstart")).read_text())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", f"./{name}.yaml", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert f"recipe: {name}\n" in out
+    assert cli.main(["validate", f"{name}.yaml"]) == 0  # an existing file, even without ./
+    assert f"{name}.yaml: ok" in capsys.readouterr().out
+
+
+def test_a_recipe_file_name_that_cannot_name_a_folder_says_why(tmp_path, capsys):
+    from llmops import cli
+
+    r = tmp_path / "my recipe.yaml"
+    r.write_text((c.find_recipe("quickstart")).read_text())
+    assert cli.main(["validate", str(r)]) == 1
+    err = capsys.readouterr().err
+    assert f"recipe file {r}: its name becomes the recipe name" in err and "rename the file" in err
+
+
+def test_recipe_with_only_defaults(tmp_path, capsys):
+    from llmops import cli
+
+    r = tmp_path / "only.yaml"
+    r.write_text("defaults:\n")
+    assert cli.main(["validate", str(r)]) == 1
+    err = capsys.readouterr().err
+    assert "'defaults' is empty or missing" in err and "unknown key ''" not in err
+    r.write_text("defaults:\n  - config\n  - override dataset: stdlib_docs\n")
+    assert cli.main(["validate", str(r)]) == 0
+
+
+def test_run_dir_with_other_files_and_no_state_is_refused_untouched(tmp_path, monkeypatch, capsys):
+    from llmops import cli
+
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "config.yaml").write_text("my own file\n")
+    rc = cli.main(["run", "quickstart", f"hydra.run.dir={d}", "stages=[prepare_data]"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"hydra.run.dir: run directory {d} is not empty (config.yaml)" in err
+    assert "no state.json" in err
+    assert (d / "config.yaml").read_text() == "my own file\n" and sorted(p.name for p in d.iterdir()) == ["config.yaml"]
+
+
+def test_engine_refuses_a_foreign_folder_as_a_backstop(compose, tmp_path):
+    from llmops.pipeline import engine
+
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "todo.txt").write_text("x")
+    (d / "llmops.log").write_text("")  # what Hydra writes there first is fine
+    with pytest.raises(LLMOpsError, match=r"is not empty \(todo.txt\)"):
+        engine.open_run(compose("quickstart"), d)
+    assert sorted(p.name for p in d.iterdir()) == ["llmops.log", "todo.txt"]
+    (d / "todo.txt").unlink()
+    assert engine.open_run(compose("quickstart"), d).run_dir == d.resolve()
