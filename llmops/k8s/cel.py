@@ -48,6 +48,7 @@ __all__ = [
     "cel_report",
     "compile_rule",
     "crd_schema",
+    "crd_versions",
     "prepare_object",
     "rule_sites",
     "unsupported_rules",
@@ -129,21 +130,7 @@ class CelReport:
 def crd_schema(path: str | Path, version: str | None = None) -> dict:
     """The openAPIV3Schema of one version of the CRD in file `path` (default: the storage
     version). A copy: callers may change it."""
-    p = Path(path)
-    return copy.deepcopy(_crd_schema_cached(str(p.resolve()), p.stat().st_mtime_ns, version))
-
-
-@lru_cache(maxsize=32)
-def _crd_schema_cached(path: str, _mtime: int, version: str | None) -> dict:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, "rb") as f:
-        crd = yaml.load(f, Loader=loader)
-    try:
-        versions = crd["spec"]["versions"]
-    except (TypeError, KeyError) as e:
-        raise LLMOpsError(f"{path}: not a CustomResourceDefinition (no spec.versions)") from e
+    versions = _crd_versions(path)
     if version is None:
         v = next((v for v in versions if v.get("storage")), versions[0])
     else:
@@ -152,9 +139,38 @@ def _crd_schema_cached(path: str, _mtime: int, version: str | None) -> dict:
             names = ", ".join(str(x.get("name")) for x in versions)
             raise LLMOpsError(f"{path}: no version {version!r} (versions: {names})")
     try:
-        return v["schema"]["openAPIV3Schema"]
-    except KeyError as e:
+        return copy.deepcopy(v["schema"]["openAPIV3Schema"])
+    except (KeyError, TypeError) as e:
         raise LLMOpsError(f"{path}: version {v.get('name')!r} has no openAPIV3Schema") from e
+
+
+def crd_versions(path: str | Path) -> list[str]:
+    """The version names of the CRD in file `path`, in file order."""
+    return [str(v.get("name")) for v in _crd_versions(path)]
+
+
+def _crd_versions(path: str | Path) -> list[dict]:
+    p = Path(path)
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as e:
+        raise LLMOpsError(f"CRD file missing: {p}") from e
+    return _crd_file(str(p.resolve()), mtime)
+
+
+@lru_cache(maxsize=32)
+def _crd_file(path: str, _mtime: int) -> list[dict]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, "rb") as f:
+        crd = yaml.load(f, Loader=loader)
+    try:
+        versions = crd["spec"]["versions"]
+        assert isinstance(versions, list) and versions
+    except (TypeError, KeyError, AssertionError) as e:
+        raise LLMOpsError(f"{path}: not a CustomResourceDefinition (no spec.versions)") from e
+    return versions
 
 
 # --------------------------------------------------------------------------- rules in a schema
@@ -332,14 +348,16 @@ def _prepare(node: Any, s: Any, resource_root: bool = False) -> Any:
             resource_root or s.get("x-kubernetes-embedded-resource")) else ()
         out: dict = {}
         for k, v in node.items():
-            if k in props:
+            if k in meta_keys:
+                out[k] = copy.deepcopy(v)   # ObjectMeta & co.: not pruned by the CRD schema
+            elif k in props:
                 ps = props[k]
                 if v is None and not ps.get("nullable"):
                     continue      # pruned; a default may fill it below
                 out[k] = _prepare(v, ps)
             elif isinstance(ap, dict):
                 out[k] = _prepare(v, ap)
-            elif keep_unknown or k in meta_keys:
+            elif keep_unknown:
                 out[k] = copy.deepcopy(v)
             # else: pruned, as the API server prunes unknown fields
         for k, ps in props.items():
