@@ -61,7 +61,8 @@ TRANSITION_REASON = "transition rule (uses oldSelf): evaluated by the API server
 # map/filter, duration(), timestamp(), int()/double()/string(), `in`, ...). The strings
 # extension (charAt, indexOf, lastIndexOf, lowerAscii, upperAscii, replace, split, substring,
 # trim, join, format, reverse, strings.quote) and optional types (`?.`, `[?`, optional.of,
-# optional.none, orValue, hasValue, value, or) come from cel-expr-python's own extensions.
+# optional.none, orValue, hasValue, value, or) and cel.bind come from cel-expr-python's own
+# extensions.
 KUBERNETES_FUNCTIONS = (
     # lists library
     "list.isSorted", "list.sum", "list.min", "list.max", "list.indexOf", "list.lastIndexOf",
@@ -100,15 +101,27 @@ class RuleSite:
     message_expression: str | None = None
     field_path: str | None = None
     reason: str | None = None
+    optional_old_self: bool = False
 
     @property
     def transition(self) -> bool:
-        """True for a transition rule (it refers to `oldSelf`): applies only to updates."""
+        """True for a transition rule (it refers to `oldSelf`)."""
         return _uses_old_self(self.rule)
 
     @property
     def skip_reason(self) -> str | None:
-        return TRANSITION_REASON if self.transition else None
+        """Why the rule is not evaluated on create, or None. A transition rule applies only to
+        updates, unless it sets `optionalOldSelf: true`: then it also runs on create, with
+        `oldSelf` = optional.none()."""
+        return TRANSITION_REASON if self.transition and not self.optional_old_self else None
+
+    def sources(self) -> tuple[str, str | None]:
+        """The rule and messageExpression as evaluated on create."""
+        if self.transition and self.optional_old_self:
+            wrap = "cel.bind(oldSelf, optional.none(), {})".format
+            return wrap(self.rule), (wrap(self.message_expression)
+                                     if self.message_expression else None)
+        return self.rule, self.message_expression
 
 
 @dataclass
@@ -199,7 +212,7 @@ def rule_sites(schema: dict) -> list[RuleSite]:
 
 def _site(path: str, r: dict) -> RuleSite:
     return RuleSite(path or "(root)", r["rule"], r.get("message"), r.get("messageExpression"),
-                    r.get("fieldPath"), r.get("reason"))
+                    r.get("fieldPath"), r.get("reason"), bool(r.get("optionalOldSelf")))
 
 
 def unsupported_rules(schema: dict) -> list[str]:
@@ -207,7 +220,7 @@ def unsupported_rules(schema: dict) -> list[str]:
     compile here, as "<schema path>: <error>"; empty when all compile."""
     out = []
     for site in rule_sites(schema):
-        for src in (site.rule, site.message_expression):
+        for src in site.sources():
             if src is None:
                 continue
             err = _compile(src)[1]
@@ -274,10 +287,11 @@ def _is_embedded(s: Any) -> bool:
 
 
 def _evaluate(site: RuleSite, self_val: Any, path: str, rep: CelReport) -> None:
-    if site.transition:
-        rep.skipped.append((path, site.rule, TRANSITION_REASON))
+    if site.skip_reason:
+        rep.skipped.append((path, site.rule, site.skip_reason))
         return
-    prog, err = _compile(site.rule)
+    rule_src, msg_src = site.sources()
+    prog, err = _compile(rule_src)
     if err:
         rep.unsupported.append(f"{path}: {err}")
         return
@@ -294,8 +308,8 @@ def _evaluate(site: RuleSite, self_val: Any, path: str, rep: CelReport) -> None:
                             f"rule: {site.rule})")
         return
     msg = None
-    if site.message_expression:
-        mprog, merr = _compile(site.message_expression)
+    if msg_src:
+        mprog, merr = _compile(msg_src)
         if merr:
             rep.unsupported.append(f"{path}: messageExpression: {merr}")
         else:
@@ -471,7 +485,7 @@ def _run(prog, self_val: Any) -> tuple[bool, Any]:
 @lru_cache(maxsize=1)
 def _env():
     from cel_expr_python import cel
-    from cel_expr_python.ext import ext_optional, ext_strings
+    from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
     T = cel.Type
     L = T.List(T.DYN)
@@ -530,7 +544,8 @@ def _env():
                                lambda a, b: any(_in(x, a) for x in b))),
     ])
     return cel.NewEnv(variables={"self": T.DYN, "oldSelf": T.DYN},
-                      extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), k8s])
+                      extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(),
+                                  ext_bindings.ExtBindings(), k8s])
 
 
 # --------------------------------------------------------------------------- library impls

@@ -46,7 +46,8 @@ ALL_VERSIONS = [(p, v) for p in sorted(SCHEMAS.glob("*/*.yaml")) for v in crd_ve
 # --------------------------------------------------------------------------- (a) all compile
 
 
-@pytest.mark.parametrize("path,version", ALL_VERSIONS, ids=[f"{p.name}:{v}" for p, v in ALL_VERSIONS])
+@pytest.mark.parametrize("path,version", ALL_VERSIONS,
+                         ids=[f"{p.name}:{v}" for p, v in ALL_VERSIONS])
 def test_every_shipped_rule_compiles(path, version):
     schema = crd_schema(path, version)
     sites = rule_sites(schema)
@@ -339,7 +340,8 @@ def _one(rule: str, prop: dict, value, **extra) -> list[str]:
      {"type": "string"}, "https://ex.org:8443/a%20b?q=1&q=2"),
     ("!isURL(self) && isURL('/just/a/path')", {"type": "string"}, "no scheme here"),
     ("isQuantity(self) && quantity(self).isLessThan(quantity('1')) "
-     "&& quantity(self).add(quantity('500m')) == quantity('1') && quantity('1Ki').asInteger() == 1024"
+     "&& quantity(self).add(quantity('500m')) == quantity('1')"
+     " && quantity('1Ki').asInteger() == 1024"
      " && quantity(self).sign() == 1 && !quantity(self).isInteger()"
      " && quantity('2G').compareTo(quantity('1Gi')) == 1 && !isQuantity('1.2.3')",
      {"type": "string"}, "500m"),
@@ -391,3 +393,18 @@ def test_crd_schema_versions():
 
     with pytest.raises(LLMOpsError, match="no version 'v9'"):
         crd_schema(LLMISVC, "v9")
+
+
+def test_optional_old_self_rules_run_on_create_with_no_old_value():
+    schema = {"type": "object", "properties": {"x": {
+        "type": "integer", "x-kubernetes-validations": [
+        {"rule": "!oldSelf.hasValue() || self >= oldSelf.value()", "optionalOldSelf": True,
+         "message": "may only grow"},
+        {"rule": "oldSelf.hasValue()", "optionalOldSelf": True, "message": "no old value"},
+        {"rule": "self == oldSelf", "message": "immutable"},
+        {"rule": "string(self) == 'oldSelf'", "message": "a string that mentions oldSelf"},
+    ]}}}
+    rep = cel_report({"x": 1}, schema)
+    assert rep.problems == ["x: no old value", "x: a string that mentions oldSelf"]
+    assert rep.skipped == [("x", "self == oldSelf", TRANSITION_REASON)]
+    assert rep.evaluated == 3
