@@ -437,7 +437,7 @@ def _go_duration(text: str) -> Fraction:
     """Go's time.ParseDuration: "1h30m", "-1.5s", "0"."""
     s = text
     sign = -1 if s.startswith("-") else 1
-    s = s.lstrip("+-") if s[:1] in "+-" else s
+    s = s[1:] if s[:1] in ("+", "-") else s
     if s == "0":
         return Fraction(0)
     if not s:
@@ -468,9 +468,10 @@ def _strip_strings(src: str) -> str:
 @lru_cache(maxsize=None)
 def _compile(src: str):
     """(program, None) or (None, "unsupported rule ...: <compiler error>")."""
+    env = _env()   # outside the try: a missing package is not an unsupported rule
     try:
-        return _env().compile(src), None
-    except Exception as e:  # the binding raises RuntimeError for compile errors
+        return env.compile(src), None
+    except RuntimeError as e:  # the binding's compile errors
         first = " ".join(str(e).split())
         return None, f"unsupported rule {src!r}: {first}"
 
