@@ -37,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 
 __all__ = [
     "CelReport",

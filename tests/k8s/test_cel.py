@@ -389,7 +389,7 @@ def test_root_sees_only_name_and_generate_name_of_metadata():
 def test_crd_schema_versions():
     assert crd_schema(LLMISVC)["properties"]["apiVersion"]["type"] == "string"
     assert len(rule_sites(crd_schema(LLMISVC, "v1alpha1"))) == 127
-    from llmops.errors import LLMOpsError
+    from llmops.core.errors import LLMOpsError
 
     with pytest.raises(LLMOpsError, match="no version 'v9'"):
         crd_schema(LLMISVC, "v9")
