@@ -1,4 +1,5 @@
-"""KubeRay bodies: built without a cluster, strict against the CRD schemas, equal to golden files."""
+"""KubeRay bodies: built without a cluster, strict against the CRD schemas and their CEL rules,
+equal to golden files; secret envs reach the pods only by Secret reference."""
 
 from __future__ import annotations
 
@@ -55,9 +56,10 @@ def _golden(name: str, body: dict) -> None:
                                             ("raycluster-4gpu.yaml", FOUR_GPU)])
 def test_raycluster_bodies_match_golden_and_crd(compose, name, overrides):
     from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
     body = kuberay.raycluster_body(compose("quickstart", *overrides))
-    assert kuberay.validate_body(body) == []
+    assert validate.problems(body) == []
     _golden(name, body)
     # what the fields mean, not only that they did not change
     worker = body["spec"]["workerGroupSpecs"][0]
@@ -85,7 +87,7 @@ def test_rayjob_body_is_strict_valid_with_kueue_suspend(compose):
     cfg = compose("quickstart", *FOUR_GPU[:-1], "cluster.mode=rayjob", "cluster.name=gpt2-job",
                   "cluster.job_timeout_s=3600")
     body = kuberay.rayjob_body(cfg, "python -m llmops.clusters.job_entry", {"pip": ["x"]})
-    assert kuberay.validate_body(body) == []
+    assert kuberay.check_body(body) == []  # no transition rule applies to this body
     spec = body["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is True
     assert spec["ttlSecondsAfterFinished"] == 300 and spec["activeDeadlineSeconds"] == 3600
@@ -96,15 +98,18 @@ def test_rayjob_body_is_strict_valid_with_kueue_suspend(compose):
 
 def test_unknown_fields_and_wrong_types_are_errors(compose):
     from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
     body = kuberay.raycluster_body(compose("quickstart", *BLOG))
     body["spec"]["workerGroupSpecs"][0]["replica"] = 2  # typo
     body["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
-    problems = kuberay.validate_body(body)
-    assert any("workerGroupSpecs.0" in p and "'replica'" in p for p in problems)
+    problems = validate.problems(body)
+    assert any("workerGroupSpecs[0]" in p and "'replica'" in p for p in problems)
     assert any("imagePullPolicy" in p for p in problems)
     body["metadata"]["name"] = "9" + "a" * 60
-    assert any(p.startswith("metadata.name") for p in kuberay.validate_body(body))
+    assert any("metadata.name" in p and "at most 53" in p for p in validate.problems(body))
+    with pytest.raises(Exception, match="3 problems in the RayCluster body"):
+        kuberay.check_body(body)
 
 
 def test_derived_names_are_bounded_dns1035_and_deterministic(compose):
@@ -157,7 +162,7 @@ def test_config_errors_name_the_key(compose):
 
 def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatch, capsys):
     """`llmops plan ... cluster=codeflare --out DIR`: no kubeconfig, no network, valid files."""
-    from llmops.clusters.codeflare import CodeflareBackend
+    from llmops.clusters import get_backend
     from llmops.pipeline.engine import RunContext
     from llmops.k8s.manifests import write_objects
 
@@ -170,15 +175,15 @@ def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatc
     monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
     cfg = compose("quickstart", *BLOG)
     ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
-    plan = CodeflareBackend(cfg).plan(cfg, ctx)
+    plan = get_backend(cfg).plan(cfg, ctx)
     assert plan["name"] == "gpt2-blog" and plan["deletes_after_run"] is True
     paths = write_objects(plan["objects"], tmp_path / "out")
     assert [p.name for p in paths] == ["00-raycluster-gpt2-blog.yaml"]
-    from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
-    assert kuberay.validate_body(yaml.safe_load(paths[0].read_text())) == []
+    assert validate.problems(yaml.safe_load(paths[0].read_text())) == []
     assert not (tmp_path / "r").exists()  # nothing written by the plan itself
 
     job = compose("quickstart", *BLOG, "cluster.mode=rayjob")
-    jplan = CodeflareBackend(job).plan(job, ctx)
+    jplan = get_backend(job).plan(job, ctx)
     assert jplan["objects"][0]["kind"] == "RayJob"
