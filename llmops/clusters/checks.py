@@ -72,6 +72,7 @@ def check(c: Checker) -> None:
 
 def _check_envs(c: Checker) -> None:
     """A secret value of cluster.envs must come from the environment or cluster.env_secret."""
+    from llmops.core import secrets
     from llmops.core.errors import ConfigError
     from llmops.k8s.secret_env import split_env
 
@@ -82,6 +83,6 @@ def _check_envs(c: Checker) -> None:
         for p in e.problems:  # not c.add: it would print the value, and the value is a secret
             key, _, msg = p.partition(": ")
             origin = c.source.origin(key) if c.source is not None else "config"
-            c.problems.append(f"{key} (from {origin}): {msg}")
+            c.problems.append(secrets.scrub(f"{key} (from {origin}): {msg}"))
     except Exception:
         pass  # an unresolvable value: reported by the config's own resolution check

@@ -74,6 +74,7 @@ def split_env(node: Any, key: str, secret_key: str, default_name: str,
         elif m:
             out.secret[str(k)] = m.group(1)
         else:
+            secrets.remember(str(v))  # so that no message shows it (a command-line override)
             bad.append(f"{key}.{k}: a secret value cannot be written into a pod spec; give it as "
                        f"${{oc.env:{k}}} (llmops puts it in a Secret at apply time) or name an "
                        f"existing Secret holding key {k} in {secret_key}")

@@ -50,11 +50,14 @@ def apply_objects(objects: list[dict], cfg, kube: Optional[Kube] = None) -> list
 
     kube = _kube(cfg, kube)
     s, ns = cfg.serving, str(cfg.serving.namespace)
-    for key, name in (("serving.secret_name", s.secret_name if s.existing_secret else None),
-                      ("serving.env_secret", s.env_secret)):
+    for key, name, what, fix in (
+            ("serving.secret_name", s.secret_name if s.existing_secret else None,
+             "(serving.existing_secret=true)", "set existing_secret=false"),
+            ("serving.env_secret", s.env_secret, "(for the secret values of serving.env)",
+             "unset it so that llmops makes one")):
         if name and kube.get("v1", "Secret", ns, str(name)) is None:
-            raise LLMOpsError(f"{key} = {str(name)!r}: no such Secret in namespace {ns!r}; create "
-                              "it, or unset it so that llmops makes one")
+            raise LLMOpsError(f"{key} = {str(name)!r} {what}: no such Secret in namespace {ns!r}; "
+                              f"create it or {fix}")
     # fill every Secret first: a missing value stops the apply before anything reaches the cluster
     ready = [fill(o, FILL_HINT) if o.get("kind") == "Secret" and has_placeholders(o) else o
              for o in objects]

@@ -383,3 +383,63 @@ def test_rayjob_mode_follows_to_complete_and_deletes(ray_head, cf_cfg, tmp_path)
     assert custom.applied() == [("rayjobs", "gpt2-job")]
     assert custom.deleted() == [("rayjobs", "gpt2-job")]
     assert any("Complete SUCCEEDED" in ln for ln in lines)
+
+
+# ------------------------------------------------------------------ secret envs: by reference
+SECRET_ENVS = ["+cluster.envs.AWS_SECRET_ACCESS_KEY=${oc.env:AWS_SECRET_ACCESS_KEY}",
+               "+cluster.envs.AWS_S3_ENDPOINT=http://minio.minio.svc:9000"]
+
+
+def test_secret_env_is_applied_in_a_secret_and_deleted_with_the_cluster(cf_cfg, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "applied-secret-value-42")
+    seen = {}
+    core = FakeCore()
+    custom = FakeCustom(on_apply=lambda plural, body: seen.update(body=json.loads(json.dumps(body))),
+                        status=lambda p, o, n: {"state": "failed", "reason": "quota"})
+    lines = []
+    with pytest.raises(LLMOpsError, match="quota"):
+        with _backend(cf_cfg(*SECRET_ENVS), _kube(core=core, custom=custom), lines):
+            pass
+    # the Secret went first, with the value; the RayCluster only refers to it
+    assert core.calls[0] == ("apply", "secrets", "gpt2-blog-env")
+    assert "applied-secret-value-42" not in json.dumps(seen["body"])
+    head = seen["body"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "gpt2-blog-env", "key": "AWS_SECRET_ACCESS_KEY"}}} in head["env"]
+    assert {"name": "AWS_S3_ENDPOINT", "value": "http://minio.minio.svc:9000"} in head["env"]
+    assert ("delete", "secrets", "gpt2-blog-env") in core.calls and core.secrets == {}
+    assert custom.deleted() == [("rayclusters", "gpt2-blog")]
+    assert not any("applied-secret-value-42" in ln for ln in lines)
+
+
+def test_rayjob_secret_env_is_filled_in_memory_only(cf_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "applied-secret-value-42")
+    core = FakeCore()
+    custom = FakeCustom(status=lambda p, o, n: {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED",
+                                                "message": "admission refused"})
+    cfg = cf_cfg(*SECRET_ENVS, "cluster.mode=rayjob")
+    with pytest.raises(LLMOpsError, match="admission refused"):
+        with _backend(cfg, _kube(core=core, custom=custom)) as b:
+            filled = {}
+            orig = core.patch_namespaced_secret
+            core.patch_namespaced_secret = lambda n, ns, body, **kw: (filled.update(body), orig(n, ns, body, **kw))[1]
+            b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
+    assert filled["stringData"] == {"AWS_SECRET_ACCESS_KEY": "applied-secret-value-42"}
+    job = [c for c in custom.calls if c[0] == "apply"]
+    assert job == [("apply", "rayjobs", "gpt2-blog")]
+    assert custom.deleted() == [("rayjobs", "gpt2-blog")] and core.secrets == {}
+    assert "applied-secret-value-42" not in "".join(p.read_text(errors="ignore")
+                                                     for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_missing_env_secret_and_missing_env_var(cf_cfg, monkeypatch):
+    custom = FakeCustom()
+    with pytest.raises(LLMOpsError, match="cluster.env_secret = 'team-s3': no such Secret"):
+        with _backend(cf_cfg("cluster.env_secret=team-s3", "+cluster.envs.HF_TOKEN=x"),
+                      _kube(custom=custom)):
+            pass
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")
+    with pytest.raises(LLMOpsError, match="AWS_SECRET_ACCESS_KEY not set in the environment.*cluster.envs"):
+        with _backend(cf_cfg(*SECRET_ENVS), _kube(custom=custom)):
+            pass
+    assert custom.applied() == []
