@@ -5,8 +5,6 @@ unreachable server. Every message is scrubbed of remembered secret values."""
 from __future__ import annotations
 
 import json
-from typing import Optional
-
 from llmops.core import secrets
 from llmops.core.errors import LLMOpsError
 
@@ -43,15 +41,3 @@ def api_error(action: str, e: BaseException, *, server: str = "the API server",
     elif status == 403:
         text += " (the credentials in use lack permission: check RBAC for this namespace)"
     return LLMOpsError(secrets.scrub(text))
-
-
-def is_status(e: BaseException, *codes: int) -> bool:
-    return getattr(e, "status", None) in codes
-
-
-def not_found(e: BaseException) -> bool:
-    return is_status(e, 404)
-
-
-def status_of(e: BaseException) -> Optional[int]:
-    return getattr(e, "status", None)

@@ -89,7 +89,7 @@ def _cache_dir() -> Path:
     return Path(base) / "llmops" / "crd-schemas"
 
 
-def _crd_version_schema(path: Path, version: str) -> dict:
+def crd_version_schema(path: Path, version: str) -> dict:
     """The openAPIV3Schema of one version of the CRD in `path`, as the file has it. Parsing the
     2 MB InferenceService CRD takes seconds, so the extracted schema is cached as JSON keyed by
     the file's sha256 and the version."""
@@ -130,7 +130,7 @@ def _crd(api: str, kind: str, root: str):
     path = Path(root) / CRDS[(api, kind)]
     if not path.is_file():
         raise LLMOpsError(f"CRD schema file missing: {path}")
-    schema = _crd_version_schema(path, api.rpartition("/")[2])
+    schema = crd_version_schema(path, api.rpartition("/")[2])
     return jsonschema.Draft7Validator(closed(copy.deepcopy(schema))), schema, bool(cel.rule_sites(schema))
 
 
