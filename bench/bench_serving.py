@@ -60,10 +60,10 @@ def bench_render(repeat: int, tmp: Path) -> None:
     crd = validate.schemas_dir() / validate.CRDS[("serving.kserve.io/v1beta1", "InferenceService")]
     shutil.rmtree(tmp / "crd-cache", ignore_errors=True)
     t = time.perf_counter()
-    validate._load_crd_schema(crd)
+    validate.crd_version_schema(crd, "v1beta1")
     cold = time.perf_counter() - t
     t = time.perf_counter()
-    validate._load_crd_schema(crd)
+    validate.crd_version_schema(crd, "v1beta1")
     warm = time.perf_counter() - t
     figure("isvc_crd_schema_load_yaml", cold, "s")
     figure("isvc_crd_schema_load_cached", warm, "s")

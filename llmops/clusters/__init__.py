@@ -38,8 +38,13 @@ def get_backend(cfg: DictConfig) -> ClusterBackend:
         from llmops.clusters.ray_jobs import RayJobsBackend
 
         return RayJobsBackend(cfg)
-    if kind == "codeflare":
-        from llmops.clusters.codeflare import CodeflareBackend
+    if kind == "codeflare":  # KubeRay: cluster.mode picks the object llmops applies
+        mode = str(getattr(cfg.cluster.mode, "value", cfg.cluster.mode))
+        if mode == "rayjob":
+            from llmops.clusters.rayjob import RayJobBackend
 
-        return CodeflareBackend(cfg)
+            return RayJobBackend(cfg)
+        from llmops.clusters.raycluster import RayClusterBackend
+
+        return RayClusterBackend(cfg)
     raise ValueError(f"cluster.kind: unknown kind {kind!r}")

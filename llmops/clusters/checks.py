@@ -61,9 +61,28 @@ def check(c: Checker) -> None:
     if mode == "rayjob" and c.get("cluster.pass_secrets"):
         c.add("cluster.pass_secrets", "false with cluster.mode=rayjob: the RayJob object would store "
               "the secret values; give the pods a Secret-backed environment instead")
+    _check_envs(c)
     for key in ("cluster.volumes", "cluster.volume_mounts", "cluster.tolerations"):
         for i, item in enumerate(c.get(key) or []):
             if not hasattr(item, "keys"):
                 c.add(key, f"a list of mappings (item {i} is not one)")
             elif key != "cluster.tolerations" and "name" not in item:
                 c.add(key, f"every item with a name (item {i} has none)")
+
+
+def _check_envs(c: Checker) -> None:
+    """A secret value of cluster.envs must come from the environment or cluster.env_secret."""
+    from llmops.core import secrets
+    from llmops.core.errors import ConfigError
+    from llmops.k8s.secret_env import split_env
+
+    envs = c.cfg.cluster.get("envs") or {}
+    try:
+        split_env(envs, "cluster.envs", "cluster.env_secret", "-", c.get("cluster.env_secret"))
+    except ConfigError as e:
+        for p in e.problems:  # not c.add: it would print the value, and the value is a secret
+            key, _, msg = p.partition(": ")
+            origin = c.source.origin(key) if c.source is not None else "config"
+            c.problems.append(secrets.scrub(f"{key} (from {origin}): {msg}"))
+    except Exception:
+        pass  # an unresolvable value: reported by the config's own resolution check

@@ -3,23 +3,29 @@
 The pod and Ray parts of a body come from the CodeFlare SDK's pure builder
 (``codeflare_sdk.ray.rayjobs.config.build_ray_cluster_spec``) fed with a ``ClusterConfiguration``
 made from ``cfg.cluster``; llmops adds apiVersion, kind, metadata and the Kueue label. The same
-body is shown by ``llmops plan`` and applied by the codeflare backend, and both are validated
-strictly against the KubeRay CRD schemas (an unknown field is an error).
+body is shown by ``llmops plan`` and applied by the backends (``raycluster.py``, ``rayjob.py``),
+and both are validated by ``llmops.k8s.validate`` against the KubeRay CRD schemas (an unknown
+field is an error) and the CRD's CEL rules. Secret values of ``cluster.envs`` reach the pods as
+``secretKeyRef`` of a Secret (``llmops.k8s.secret_env``), never as literals.
+
+The two backends share :class:`KubeRayBackend`: credentials, the namespace and Kueue checks, the
+env Secret, the apply and the delete (``cluster.keep``).
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import json
 import re
-from pathlib import Path
-from typing import Any, Optional
+import sys
+import time
+from typing import Any, Callable, Optional
 
+from llmops.clusters.ray_jobs import DEFAULT_CALLABLE
 from llmops.core.errors import ConfigError, LLMOpsError
 from llmops.core.names import RAYCLUSTER_MAX, RAYJOB_MAX
 
 RAY_VERSION = "2.58"
+RAY_API = "ray.io/v1"
+KUEUE_API = "kueue.x-k8s.io/v1beta1"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
 
@@ -130,7 +136,7 @@ def cluster_configuration(cfg, name: str):
             worker_memory_limits=_gb(c.worker_memory_gb),
             worker_extended_resource_requests={gpu: str(int(c.gpus_per_worker))} if c.gpus_per_worker else {},
             worker_tolerations=tolerations,
-            envs={str(k): str(v) for k, v in (c.envs or {}).items()},
+            envs=env_split(cfg, name).plain,
             image=str(c.image),
             image_pull_secrets=[str(s) for s in c.image_pull_secrets or []],
             labels={str(k): str(v) for k, v in (c.labels or {}).items()},
@@ -140,6 +146,23 @@ def cluster_configuration(cfg, name: str):
         )
     except (TypeError, ValueError) as e:
         raise ConfigError([f"cluster: the CodeFlare SDK rejects this cluster: {e}"]) from None
+
+
+def env_split(cfg, name: str):
+    """cluster.envs split into literal values and Secret references (``cluster.env_secret``, else
+    a Secret ``<name>-env`` that llmops applies and deletes with the cluster)."""
+    from llmops.k8s.secret_env import split_env
+
+    c = cfg.cluster
+    return split_env(c.envs or {}, "cluster.envs", "cluster.env_secret", f"{name}-env",
+                     c.env_secret or None)
+
+
+def env_secret_body(cfg, name: str, label_key: str) -> Optional[dict]:
+    """The Secret llmops makes for the secret values of cluster.envs (placeholders, filled from
+    the environment only at apply time), or None."""
+    return env_split(cfg, name).secret_body(str(cfg.cluster.namespace),
+                                            {label_key: name, **MANAGED_BY})
 
 
 def _snake(d: dict) -> dict:
@@ -170,6 +193,10 @@ def ray_cluster_spec(cfg, name: str, *, for_job: bool = False) -> dict:
     from codeflare_sdk.ray.rayjobs.config import build_ray_cluster_spec
 
     spec = _sanitize(build_ray_cluster_spec(cluster_configuration(cfg, name), name))
+    refs = env_split(cfg, name).refs()
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"] if refs else []:
+            container.setdefault("env", []).extend(refs)
     if not for_job:
         # the SDK's builder is written for RayJob clusters (pods never restart); a long-lived
         # RayCluster keeps the Kubernetes default, as the SDK's own RayCluster builder does
@@ -190,7 +217,7 @@ def raycluster_body(cfg, name: Optional[str] = None) -> dict:
     """The RayCluster object that would be applied."""
     name = name or cluster_name(cfg)
     return {
-        "apiVersion": "ray.io/v1",
+        "apiVersion": RAY_API,
         "kind": "RayCluster",
         "metadata": {"name": name, "namespace": str(cfg.cluster.namespace),
                      "labels": _labels(cfg, name, "ray.io/cluster")},
@@ -217,8 +244,10 @@ def rayjob_body(cfg, entrypoint: str, runtime_env: dict, name: Optional[str] = N
         spec["activeDeadlineSeconds"] = int(c.job_timeout_s)
     if c.local_queue:
         spec["suspend"] = True  # Kueue admits (unsuspends) the job when its quota allows
+    if c.managed_by:
+        spec["managedBy"] = str(c.managed_by)  # e.g. kueue.x-k8s.io/multikueue
     return {
-        "apiVersion": "ray.io/v1",
+        "apiVersion": RAY_API,
         "kind": "RayJob",
         "metadata": {"name": name, "namespace": str(c.namespace),
                      "labels": _labels(cfg, name, "ray.io/job-name")},
@@ -227,74 +256,115 @@ def rayjob_body(cfg, entrypoint: str, runtime_env: dict, name: Optional[str] = N
 
 
 # ------------------------------------------------------------------------------------- validation
-def schema_dir() -> Path:
-    from llmops.core import resources
+def check_body(body: dict) -> list[str]:
+    """Raise LLMOpsError when `body` breaks the KubeRay CRD (schema or CEL rules); return the
+    notes on the CRD rules that were not evaluated (transition rules)."""
+    from llmops.k8s import validate
 
-    d = resources.schemas_dir() / "kuberay"
-    if not (d / "ray.io_rayclusters.yaml").is_file():
-        raise LLMOpsError(f"KubeRay CRD schemas not found in {d} (set $LLMOPS_SCHEMAS_DIR to a folder "
-                          "holding kuberay/ray.io_rayclusters.yaml and ray.io_rayjobs.yaml)")
-    return d
+    return validate.validate_objects([body], what=f"the {body.get('kind')} body")
 
 
-@functools.lru_cache(maxsize=None)
-def _crd_schema(kind: str) -> dict:
-    import yaml
+# ---------------------------------------------------------------------- shared by both backends
+class KubeRayBackend:
+    """What the RayCluster and the RayJob backends share: credentials, checks, the env Secret,
+    apply, and delete at the end (unless cluster.keep). Subclasses set KIND, LABEL and `name`."""
 
-    path = schema_dir() / {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}[kind]
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large: C parser
-    crd = yaml.load(path.read_text(), Loader=loader)
-    for v in crd["spec"]["versions"]:
-        if v["name"] == "v1":
-            return _strict(copy.deepcopy(v["schema"]["openAPIV3Schema"]))
-    raise LLMOpsError(f"{path}: no v1 version")
+    KIND = ""
+    LABEL = ""
 
+    def __init__(self, cfg, *, kube=None, train_callable: str = DEFAULT_CALLABLE,
+                 extra_py_modules: list[str] = (), echo: Callable[[str], None] = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.cfg = cfg
+        self.kube = kube
+        self.train_callable = train_callable
+        self.extra_py_modules = list(extra_py_modules)
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.sleep = sleep
+        self.name: Optional[str] = None
+        self.created = False      # llmops applied the object: llmops deletes it
+        self.secret: Optional[str] = None  # the env Secret llmops applied
 
-def _strict(s: Any) -> Any:
-    """OpenAPI -> JSON Schema with additionalProperties false wherever the CRD lists properties
-    and does not say x-kubernetes-preserve-unknown-fields (what the API server's strict field
-    validation rejects)."""
-    if isinstance(s, dict):
-        out = {k: _strict(v) for k, v in s.items() if k != "properties"}
-        if "properties" in s:
-            out["properties"] = {k: _strict(v) for k, v in s["properties"].items()}
-            if not s.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in s:
-                out["additionalProperties"] = False
-        if s.get("x-kubernetes-int-or-string"):
-            out.pop("type", None)
-            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        return out
-    if isinstance(s, list):
-        return [_strict(x) for x in s]
-    return s
+    @property
+    def namespace(self) -> str:
+        return str(self.cfg.cluster.namespace)
 
+    @property
+    def plural(self) -> str:
+        return self.KIND.lower() + "s"
 
-def validate_body(body: dict) -> list[str]:
-    """Every schema problem of a RayCluster or RayJob body ('path: message'), empty when valid."""
-    import jsonschema
+    def entrypoint(self) -> str:
+        return f"{self.cfg.cluster.python or 'python'} -m llmops.clusters.job_entry"
 
-    kind = body.get("kind")
-    if kind not in ("RayCluster", "RayJob"):
-        return [f"kind: expected RayCluster or RayJob, got {kind!r}"]
-    problems = []
-    if body.get("apiVersion") != "ray.io/v1":
-        problems.append(f"apiVersion: expected ray.io/v1, got {body.get('apiVersion')!r}")
-    v = jsonschema.Draft7Validator(_crd_schema(kind))
-    for e in sorted(v.iter_errors(body), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in e.absolute_path) or "(root)"
-        problems.append(f"{path}: {e.message}")
-    name = body.get("metadata", {}).get("name", "")
-    from llmops.core.names import dns1035_problem
+    def headers(self) -> dict:
+        headers = dict(self.kube.auth_header())
+        headers.update({str(k): str(v) for k, v in (self.cfg.cluster.headers or {}).items()})
+        return headers
 
-    p = dns1035_problem(str(name), RAYCLUSTER_MAX if kind == "RayCluster" else RAYJOB_MAX)
-    if p:
-        problems.append(f"metadata.name: {p}")
-    return problems
+    def plan_objects(self, cfg, body: dict) -> dict:
+        """The plan of `body` and its env Secret (placeholders only), checked against the CRD."""
+        notes = check_body(body)
+        name = body["metadata"]["name"]
+        secret = env_secret_body(cfg, name, self.LABEL)
+        return {"mode": str(_v(cfg.cluster.mode)), "namespace": self.namespace, "name": name,
+                "deletes_after_run": not cfg.cluster.keep,
+                "objects": ([secret] if secret else []) + [body],
+                **({"not_checked": notes} if notes else {})}
 
+    def connect(self) -> None:
+        """Credentials, then the namespace and the Kueue LocalQueue exist."""
+        c = self.cfg.cluster
+        if self.kube is None:
+            from llmops.k8s.client import connect
 
-def check_body(body: dict) -> dict:
-    problems = validate_body(body)
-    if problems:
-        raise LLMOpsError(f"{body.get('kind')} body does not match the KubeRay CRD "
-                          f"({schema_dir()}):\n" + "\n".join(f"  - {p}" for p in problems))
-    return body
+            self.kube = connect(self.cfg)
+        self.kube.check_namespace(self.namespace, "cluster.namespace")
+        if c.local_queue:
+            q = str(c.local_queue)
+            if self.kube.get(KUEUE_API, "LocalQueue", self.namespace, q) is None:
+                raise LLMOpsError(f"cluster.local_queue = {q!r}: no Kueue LocalQueue of that name "
+                                  f"in namespace {self.namespace!r} (kubectl get localqueues -n "
+                                  f"{self.namespace})")
+        split = env_split(self.cfg, self.name)
+        if split.secret and split.existing and \
+                self.kube.get("v1", "Secret", self.namespace, split.secret_name) is None:
+            raise LLMOpsError(f"cluster.env_secret = {split.secret_name!r}: no such Secret in "
+                              f"namespace {self.namespace!r}; create it (keys: "
+                              f"{', '.join(split.secret)}) or unset cluster.env_secret")
+
+    def apply(self, body: dict) -> None:
+        """Apply the env Secret (filled from the environment, in memory), then `body`."""
+        from llmops.k8s.secret_env import fill
+
+        timeout = int(self.cfg.cluster.apply_timeout_s)
+        check_body(body)
+        secret = env_secret_body(self.cfg, self.name, self.LABEL)
+        filled = secret and fill(secret, " (cluster.envs takes them from the environment), or "
+                                         "name an existing Secret in cluster.env_secret")
+        self.created = True  # from here on, a failure still deletes
+        if filled:
+            self.secret = secret["metadata"]["name"]
+            self.kube.apply(filled, timeout)
+        self.kube.apply(body, timeout)
+        self.echo(f"[llmops] applied {self.KIND} {self.name} in {self.namespace}")
+
+    def down(self) -> None:
+        if not self.created:
+            return
+        if self.cfg.cluster.keep:
+            self.echo(f"[llmops] cluster.keep=true: {self.plural}/{self.name} stays in "
+                      f"{self.namespace}; delete it with `kubectl delete {self.plural} {self.name} "
+                      f"-n {self.namespace}`")
+            return
+        for api, kind, name in [(RAY_API, self.KIND, self.name), ("v1", "Secret", self.secret)]:
+            if not name:
+                continue
+            try:
+                if self.kube.delete(api, kind, self.namespace, name):
+                    self.echo(f"[llmops] deleted {kind} {name} in {self.namespace}")
+            except LLMOpsError as e:
+                self.echo(f"[llmops] could not delete {kind} {name}: {e}")
+        self.created, self.secret = False, None
+
+    def __exit__(self, *exc) -> None:
+        self.down()

@@ -23,6 +23,7 @@ def undeploy(run_dir: Path) -> int:
 
     rd = RunDir(run_dir)
     state = rd.state()
+    cfg = rd.config()  # its cluster.auth picks the credentials
     status = state.status("deploy")
     out = state.outputs("deploy") if status == "done" else None
     if out is not None and out.applied:
@@ -30,7 +31,6 @@ def undeploy(run_dir: Path) -> int:
     else:
         # a deploy that failed while applying or waiting may have left objects: find them by
         # the run's labels in the namespace its config names
-        cfg = rd.config()
         applying = cfg is not None and status == "failed" and bool(cfg.get("serving", {}).get("apply"))
         if not applying:
             print(f"llmops undeploy: {run_dir}: the run applied nothing; nothing to delete")
@@ -38,7 +38,7 @@ def undeploy(run_dir: Path) -> int:
         namespace = str(cfg.serving.namespace)
         selector = run_selector(state.run_id, str(state.recipe or cfg.get("recipe")))
     try:
-        kinds = kube.delete_run(str(namespace), str(selector))
+        kinds = kube.delete_run(str(namespace), str(selector), cfg)
     except LLMOpsError as e:
         print(f"llmops undeploy: error: {e}", file=sys.stderr)
         return 1

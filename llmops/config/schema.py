@@ -70,7 +70,8 @@ class ClusterConfig:
     worker_memory_gb: int = 8
     gpu_resource: str = "nvidia.com/gpu"  # extended resource name for GPUs
     local_queue: Optional[str] = None  # Kueue LocalQueue
-    envs: Dict[str, str] = field(default_factory=dict)
+    envs: Dict[str, str] = field(default_factory=dict)  # secret values reach pods by secretKeyRef
+    env_secret: Optional[str] = None  # existing Secret with the secret envs; None = llmops makes one
     labels: Dict[str, str] = field(default_factory=dict)
     tolerations: List[Dict[str, Any]] = field(default_factory=list)
     volumes: List[Dict[str, Any]] = field(default_factory=list)
@@ -80,6 +81,8 @@ class ClusterConfig:
     apply_timeout_s: int = 300
     ready_timeout_s: int = 900
     ttl_seconds_after_finished: int = 300  # rayjob mode
+    managed_by: Optional[str] = None  # rayjob mode: spec.managedBy (kueue.x-k8s.io/multikueue)
+    # Kubernetes credentials of every llmops call (cluster backends and serving alike)
     auth: str = "auto"  # auto | kubeconfig | incluster | token
     bearer_env: str = "LLMOPS_K8S_TOKEN"  # auth=token: env var holding the bearer token
     server_env: str = "LLMOPS_K8S_SERVER"  # auth=token: env var holding the API server URL
@@ -283,7 +286,8 @@ class ServingConfig:
     memory_request: str = "4Gi"
     memory_limit: str = "8Gi"
     tolerations: List[Dict[str, Any]] = field(default_factory=list)  # predictor pod tolerations
-    env: Dict[str, str] = field(default_factory=dict)  # extra env of the serving container
+    env: Dict[str, str] = field(default_factory=dict)  # extra env; secret values by secretKeyRef
+    env_secret: Optional[str] = None  # existing Secret with the secret env; None = llmops makes one
     args: List[str] = field(default_factory=list)  # extra server arguments
     storage_binding: StorageBinding = StorageBinding.service_account
     secret_name: Optional[str] = None  # S3 credentials Secret; "<isvc name>-s3" when unset

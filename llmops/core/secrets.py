@@ -35,9 +35,17 @@ ENV_INTERP = re.compile(r"\$\{oc\.env:")
 _known_secrets: set[str] = set()
 
 
-# environment variables whose values are remembered (and so scrubbed from logs)
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_KEY(_ID)?|PRIVATE_KEY|"
-                        r"CREDENTIALS?)$", re.IGNORECASE)
+# environment variables that hold secrets: their values are remembered (and so scrubbed from
+# logs), and an env entry taking its value from one (${oc.env:NAME}) reaches pods only through a
+# Secret (llmops.k8s.secret_env). *SECRET*, *TOKEN* (not TOKENIZER*/TOKENS), *PASSWORD*,
+# *CREDENTIAL*, *_KEY, *API_KEY*, *ACCESS_KEY_ID.
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN(?!IZER|S)|CREDENTIAL|API_?KEY|"
+                        r"ACCESS_KEY(_ID)?$|_KEY$)", re.IGNORECASE)
+
+
+def is_secret_env(name: str) -> bool:
+    """True when environment variable `name` looks like it holds a secret."""
+    return bool(SECRET_ENV.search(str(name)))
 
 
 def is_secret_key(key: str) -> bool:
@@ -53,7 +61,7 @@ def remember_env(environ: Any = None) -> int:
 
     n = 0
     for name, value in (os.environ if environ is None else environ).items():
-        if SECRET_ENV.search(name) and isinstance(value, str) and len(value) >= 8 \
+        if is_secret_env(name) and isinstance(value, str) and len(value) >= 8 \
                 and value.lower() not in ("true", "false"):
             remember(value)
             n += 1

@@ -1,16 +1,19 @@
-"""Validate rendered objects strictly, offline.
+"""Validate Kubernetes objects strictly, offline: what the API server would refuse on create.
 
-KServe kinds against the CRDs llmops ships (``schemas/kserve``, copies of ../shared/schemas) or
-those in ``$LLMOPS_SCHEMAS_DIR``, closed the way the API server closes them with
-``fieldValidation=Strict``: every object schema that lists ``properties`` rejects other keys
-unless it says ``x-kubernetes-preserve-unknown-fields``. Core kinds (Namespace, Secret,
-ServiceAccount) with ``kubernetes-validate`` in strict mode. Metadata (names, labels,
-annotations) is checked here, since a CRD schema leaves it open.
+Custom kinds against the CRDs llmops ships (``schemas/``: KServe, KubeRay, Kubeflow Trainer;
+copies of ../shared/schemas) or those in ``$LLMOPS_SCHEMAS_DIR``, at the version the object's
+apiVersion names, closed the way the API server closes them with ``fieldValidation=Strict``
+(:func:`closed`). Then the CRD version's CEL rules (``x-kubernetes-validations``, evaluated by
+:mod:`llmops.k8s.cel`); transition rules (``oldSelf``) apply only to updates and are skipped, and
+said so in the notes :func:`validate_objects` returns (and a debug log line). Core kinds
+(Namespace, Secret, ServiceAccount) with ``kubernetes-validate`` in strict mode. Metadata (names,
+labels, annotations) is checked here, since a CRD schema leaves it open.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from functools import lru_cache
@@ -19,19 +22,34 @@ from typing import Any
 
 from llmops.core.errors import LLMOpsError
 from llmops.core.names import (DNS1035_LABEL, DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE,
-                               QUALIFIED_NAME)
+                               QUALIFIED_NAME, RAYCLUSTER_MAX, RAYJOB_MAX, dns1035_problem)
+
+log = logging.getLogger("llmops.k8s")
 
 SCHEMAS_ENV = "LLMOPS_SCHEMAS_DIR"
 K8S_VERSION = "1.32"  # OpenShift 4.19; core-kind schemas from kubernetes-validate
+CACHE_FORMAT = 2  # bump when what the cache holds changes
 
-CRDS = {  # (apiVersion, kind) -> CRD file under kserve/
-    ("serving.kserve.io/v1beta1", "InferenceService"): "kserve/serving.kserve.io_inferenceservices.yaml",
-    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "kserve/serving.kserve.io_servingruntimes.yaml",
-    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"):
-        "kserve/serving.kserve.io_clusterservingruntimes.yaml",
+_FILES = {  # CRD file under schemas/ -> (group, kind, served versions)
+    "kserve/serving.kserve.io_inferenceservices.yaml": ("serving.kserve.io", "InferenceService", ("v1beta1",)),
+    "kserve/serving.kserve.io_servingruntimes.yaml": ("serving.kserve.io", "ServingRuntime", ("v1alpha1",)),
+    "kserve/serving.kserve.io_clusterservingruntimes.yaml":
+        ("serving.kserve.io", "ClusterServingRuntime", ("v1alpha1",)),
+    "kserve/serving.kserve.io_llminferenceservices.yaml":
+        ("serving.kserve.io", "LLMInferenceService", ("v1alpha2", "v1alpha1")),
+    "kserve/serving.kserve.io_llminferenceserviceconfigs.yaml":
+        ("serving.kserve.io", "LLMInferenceServiceConfig", ("v1alpha2", "v1alpha1")),
+    "kuberay/ray.io_rayclusters.yaml": ("ray.io", "RayCluster", ("v1", "v1alpha1")),
+    "kuberay/ray.io_rayjobs.yaml": ("ray.io", "RayJob", ("v1", "v1alpha1")),
+    "kubeflow/trainer.kubeflow.org_trainjobs.yaml": ("trainer.kubeflow.org", "TrainJob", ("v1alpha1",)),
+    "kubeflow/trainer.kubeflow.org_trainingruntimes.yaml":
+        ("trainer.kubeflow.org", "TrainingRuntime", ("v1alpha1",)),
+    "kubeflow/trainer.kubeflow.org_clustertrainingruntimes.yaml":
+        ("trainer.kubeflow.org", "ClusterTrainingRuntime", ("v1alpha1",)),
 }
+CRDS = {(f"{g}/{v}", kind): rel for rel, (g, kind, versions) in _FILES.items() for v in versions}
 CORE = {("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Namespace")}
-
+NAME_MAX_1035 = {"RayCluster": RAYCLUSTER_MAX, "RayJob": RAYJOB_MAX}  # KubeRay's own limits
 
 
 def schemas_dir() -> Path:
@@ -40,21 +58,26 @@ def schemas_dir() -> Path:
     d = resources.schemas_dir()
     if not (d / "kserve").is_dir():
         where = f"${SCHEMAS_ENV}={d}" if os.environ.get(SCHEMAS_ENV) else str(d)
-        raise LLMOpsError(f"CRD schemas not found: {where} has no kserve/ folder; the KServe CRDs "
-                          "are needed to validate serving manifests")
+        raise LLMOpsError(f"CRD schemas not found: {where} has no kserve/ folder; the CRDs "
+                          "are needed to validate manifests")
     return d
 
 
-def _closed(schema: Any) -> Any:
-    """A copy of an OpenAPI v3 schema in which every object listing properties is closed."""
+def closed(schema: Any) -> Any:
+    """A copy of a CRD's OpenAPI v3 schema as JSON Schema, closed the way strict field validation
+    closes it: every object that lists `properties` rejects other keys unless it says
+    `x-kubernetes-preserve-unknown-fields`; `x-kubernetes-int-or-string` is integer or string."""
     if isinstance(schema, list):
-        return [_closed(s) for s in schema]
+        return [closed(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _closed(v) for k, v in schema.items()}
+    out = {k: closed(v) for k, v in schema.items()}
     if ("properties" in out and "additionalProperties" not in out
             and not out.get("x-kubernetes-preserve-unknown-fields")):
         out["additionalProperties"] = False
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     return out
 
 
@@ -66,15 +89,16 @@ def _cache_dir() -> Path:
     return Path(base) / "llmops" / "crd-schemas"
 
 
-def _load_crd_schema(path: Path) -> dict:
-    """The served schema of a CRD file, closed. Parsing the 2 MB InferenceService CRD takes
-    seconds, so the extracted schema is cached as JSON keyed by the file's sha256."""
+def crd_version_schema(path: Path, version: str) -> dict:
+    """The openAPIV3Schema of one version of the CRD in `path`, as the file has it. Parsing the
+    2 MB InferenceService CRD takes seconds, so the extracted schema is cached as JSON keyed by
+    the file's sha256 and the version."""
     import hashlib
     import json
 
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()[:20]
-    cached = _cache_dir() / f"{path.stem}-{digest}.json"
+    cached = _cache_dir() / f"{path.stem}-{version}-{digest}-f{CACHE_FORMAT}.json"
     try:
         return json.loads(cached.read_text())
     except (OSError, ValueError):
@@ -83,9 +107,10 @@ def _load_crd_schema(path: Path) -> dict:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(raw, Loader=loader)
-    versions = crd["spec"]["versions"]
-    v = next((v for v in versions if v.get("storage")), versions[0])
-    schema = _closed(copy.deepcopy(v["schema"]["openAPIV3Schema"]))
+    found = [v for v in crd["spec"]["versions"] if v.get("name") == version]
+    if not found:
+        raise LLMOpsError(f"{path}: the CRD has no version {version!r}")
+    schema = found[0]["schema"]["openAPIV3Schema"]
     try:
         from llmops.core.io import atomic_write_text
 
@@ -96,13 +121,17 @@ def _load_crd_schema(path: Path) -> dict:
 
 
 @lru_cache(maxsize=None)
-def _crd_validator(rel: str, root: str):
+def _crd(api: str, kind: str, root: str):
+    """(JSON-schema validator of the closed schema, the schema, whether it has CEL rules)."""
     import jsonschema
 
-    path = Path(root) / rel
+    from llmops.k8s import cel
+
+    path = Path(root) / CRDS[(api, kind)]
     if not path.is_file():
         raise LLMOpsError(f"CRD schema file missing: {path}")
-    return jsonschema.Draft7Validator(_load_crd_schema(path))
+    schema = crd_version_schema(path, api.rpartition("/")[2])
+    return jsonschema.Draft7Validator(closed(copy.deepcopy(schema))), schema, bool(cel.rule_sites(schema))
 
 
 @lru_cache(maxsize=None)
@@ -141,6 +170,10 @@ def _meta_problems(obj: dict) -> list[str]:
         rx, rule = DNS1123_SUBDOMAIN, "a DNS-1123 subdomain"
     if not isinstance(name, str) or not name:
         probs.append("metadata.name: missing")
+    elif kind in NAME_MAX_1035:
+        p = dns1035_problem(name, NAME_MAX_1035[kind])
+        if p:
+            probs.append(f"metadata.name: {p}")
     elif len(name) > 63 or not rx.match(name):
         probs.append(f"metadata.name: {name!r} is not {rule}, at most 63 characters")
     ns = meta.get("namespace")
@@ -159,30 +192,54 @@ def _meta_problems(obj: dict) -> list[str]:
     return probs
 
 
-def problems(obj: dict) -> list[str]:
-    """Every problem with one object, as 'Kind/name: path: message'."""
+def check(obj: dict) -> tuple[list[str], list[str]]:
+    """(problems, notes) of one object: problems as 'Kind/name: path: message'; notes on the CRD
+    rules that were not evaluated (transition rules, rules this offline evaluator lacks)."""
     if not isinstance(obj, dict):
-        return [f"not an object: {type(obj).__name__}"]
+        return [f"not an object: {type(obj).__name__}"], []
     api, kind = obj.get("apiVersion"), obj.get("kind")
     label = f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
     out = [f"{label}: {p}" for p in _meta_problems(obj)]
+    notes: list[str] = []
     if (api, kind) in CRDS:
-        v = _crd_validator(CRDS[(api, kind)], str(schemas_dir()))
-        for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
-            out.append(f"{label}: {_path(e)}: {e.message}")
+        v, schema, has_rules = _crd(api, kind, str(schemas_dir()))
+        errors = sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+        out += [f"{label}: {_path(e)}: {e.message}" for e in errors]
+        if has_rules and not errors:  # CEL sees the object only once it decodes
+            from llmops.k8s import cel
+
+            rep = cel.cel_report(obj, schema)
+            out += [f"{label}: {p}" for p in rep.problems]
+            notes += [f"{label}: {path}: rule {rule!r} not checked: {why}"
+                      for path, rule, why in rep.skipped]
+            notes += [f"{label}: rule not checked offline: {u}" for u in rep.unsupported]
     elif (api, kind) in CORE:
         for e in sorted(_core_validator(api, kind).iter_errors(obj),
                         key=lambda e: list(map(str, e.absolute_path))):
             out.append(f"{label}: {_path(e)}: {e.message}")
     else:
         out.append(f"{label}: no schema for apiVersion {api!r} kind {kind!r}")
-    return out
+    return out, notes
 
 
-def validate_objects(objects: list[dict]) -> None:
-    """Raise LLMOpsError listing every problem of every object."""
-    probs = [p for o in objects for p in problems(o)]
+def problems(obj: dict) -> list[str]:
+    """Every problem with one object, as 'Kind/name: path: message'."""
+    return check(obj)[0]
+
+
+def validate_objects(objects: list[dict], what: str = "the rendered manifests") -> list[str]:
+    """Raise LLMOpsError listing every problem of every object (CRD schema, CEL rules, metadata);
+    return the notes on rules that were not evaluated (also logged at debug level)."""
+    probs, notes = [], []
+    for o in objects:
+        p, n = check(o)
+        probs += p
+        notes += n
+    for n in notes:
+        log.debug("validate: %s", n)
     if probs:
         n = len(probs)
-        raise LLMOpsError(f"{n} problem{'s' if n != 1 else ''} in the rendered manifests "
-                          "(strict schema validation):\n" + "\n".join(f"  - {p}" for p in probs))
+        raise LLMOpsError(f"{n} problem{'s' if n != 1 else ''} in {what} "
+                          "(strict schema validation and CRD rules):\n"
+                          + "\n".join(f"  - {p}" for p in probs))
+    return notes

@@ -119,7 +119,7 @@ def _cleanup_deploy(cfg: DictConfig, ctx: RunContext) -> None:
 
     out = ctx.outputs("deploy")
     if out.applied and not out.deleted:
-        deploy.delete(out)
+        deploy.delete(out, cfg)
         out.deleted = True
         ctx.state.set_outputs("deploy", out)
         ctx.state.save()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -108,22 +109,23 @@ def deploy(cfg: DictConfig, ctx, export: ExportOutputs) -> DeployOutputs:
     try:
         status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
                                  timeout_s=float(cfg.serving.ready_timeout_s),
-                                 interval_s=float(cfg.serving.poll_interval_s))
+                                 interval_s=float(cfg.serving.poll_interval_s), cfg=cfg)
     except LLMOpsError as e:
         if cfg.serving.keep:
             raise LLMOpsError(f"{e}; the objects stay for inspection, `llmops undeploy "
                               f"{ctx.run_dir}` removes them") from None
-        kube.delete_run(str(cfg.serving.namespace), result.selector)
+        kube.delete_run(str(cfg.serving.namespace), result.selector, cfg)
         raise LLMOpsError(f"{e}; deleted what was applied (serving.keep=false)") from None
     result.url = status.get("url")
     log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result.url)
     return result
 
 
-def delete(out: DeployOutputs) -> list[str]:
-    """Delete everything a deploy applied (by the run's label selector)."""
+def delete(out: DeployOutputs, cfg: Optional[DictConfig] = None) -> list[str]:
+    """Delete everything a deploy applied (by the run's label selector), with the credentials
+    `cfg` names (cluster.auth)."""
     from llmops.serving import kube
 
-    deleted = kube.delete_run(str(out.namespace), str(out.selector))
+    deleted = kube.delete_run(str(out.namespace), str(out.selector), cfg)
     log.info("deploy: serving.keep=false, deleted what deploy applied in %s", out.namespace)
     return deleted

@@ -1,160 +1,72 @@
-"""Apply, wait and delete with the kubernetes client: the only module that touches a cluster.
+"""Serving on a cluster: apply order, wait for Ready, delete by the run's labels.
 
-Apply is server-side apply (field manager ``llmops``, ``force=True``, ``fieldValidation=Strict``,
-content type ``application/apply-patch+yaml``) of Namespace, Secret, ServiceAccount,
-ServingRuntime and InferenceService, in that order: a second apply of the same objects changes
-nothing, a new run's objects update them in place. The Secret's credential placeholders are
-filled from the environment here, in memory only. Wait polls the InferenceService until
-``Ready`` with a current ``observedGeneration`` and fails fast with KServe's reason. Delete
+The calls go through ``llmops.k8s.client`` (one auth path: ``cluster.auth``, also with
+``cluster.auth=token``; server-side apply; errors naming the object and the server's message).
+Apply is server-side apply of Namespace, Secret(s), ServiceAccount, ServingRuntime and
+InferenceService, in that order: a second apply of the same objects changes nothing, a new run's
+objects update them in place. Secrets' ``${env:NAME}`` placeholders are filled from the
+environment here, in memory only, before anything is applied. Wait polls the InferenceService
+until ``Ready`` with a current ``observedGeneration`` and fails fast with KServe's reason. Delete
 removes, by label selector, exactly what one run applied (never the Namespace).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import sys
 import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from llmops.core.errors import LLMOpsError
+from llmops.k8s.client import Kube, connect
 
 log = logging.getLogger("llmops")
 
-FIELD_MANAGER = "llmops"
-APPLY = {"field_manager": FIELD_MANAGER, "force": True, "field_validation": "Strict",
-         "_content_type": "application/apply-patch+yaml"}
-CUSTOM = {  # kind -> (group, version, plural)
-    "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
-    "ServingRuntime": ("serving.kserve.io", "v1alpha1", "servingruntimes"),
-}
+KSERVE = "serving.kserve.io/v1beta1"
+RUNTIME_API = "serving.kserve.io/v1alpha1"
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+DELETE_ORDER = [(KSERVE, "InferenceService"), (RUNTIME_API, "ServingRuntime"),
+                ("v1", "ServiceAccount"), ("v1", "Secret")]
+FILL_HINT = (", or name an existing Secret: serving.existing_secret=true serving.secret_name=NAME "
+             "(S3 credentials), serving.env_secret=NAME (serving.env)")
 
 
-# ---------------------------------------------------------------------------------------- client
-def clients():
-    """(CoreV1Api, CustomObjectsApi) from $KUBECONFIG / ~/.kube/config, or in-cluster config."""
-    from kubernetes import client, config
+def _kube(cfg=None, kube: Optional[Kube] = None) -> Kube:
+    """The given client, or one with the config's credentials (defaults without a config)."""
+    if kube is not None:
+        return kube
+    if cfg is not None:
+        return connect(cfg)
+    from llmops.k8s.client import Auth, api_client
 
-    try:
-        # the client reads $KUBECONFIG once, at import; read it now so a changed one counts
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-    except Exception as e:  # no kubeconfig: maybe we run in a pod
-        try:
-            config.load_incluster_config()
-        except Exception:
-            raise LLMOpsError(f"no Kubernetes credentials: {e}; set KUBECONFIG (or run `oc login`) "
-                              "or run inside a cluster") from None
-    api = client.ApiClient()
-    return client.CoreV1Api(api), client.CustomObjectsApi(api)
-
-
-def _server_message(e) -> str:
-    """The API server's own words from an ApiException (its Status `message`)."""
-    body = getattr(e, "body", None)
-    if body:
-        try:
-            data = json.loads(body)
-            if isinstance(data, dict) and data.get("message"):
-                return str(data["message"])
-        except (ValueError, TypeError):
-            pass
-        return str(body)[:500]
-    return str(getattr(e, "reason", e))
-
-
-def _api_error(action: str, e) -> LLMOpsError:
-    status = getattr(e, "status", None)
-    msg = _server_message(e)
-    if status == 403:
-        hint = " (the credentials in use lack permission: check RBAC for this namespace)"
-    elif status == 401:
-        hint = " (the credentials were refused: log in again)"
-    else:
-        hint = ""
-    return LLMOpsError(f"{action}: the API server answered {status} {getattr(e, 'reason', '')}: "
-                       f"{msg}{hint}")
+    auth = Auth()
+    return Kube(api_client(auth), auth)
 
 
 # ----------------------------------------------------------------------------------------- apply
-PLACEHOLDER_RE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")
-
-
-def fill_secret(obj: dict) -> dict:
-    """A copy of a rendered Secret with its ${env:NAME} placeholders filled from the environment
-    (the values are remembered for scrubbing from logs and errors)."""
-    from llmops.core import secrets
-
-    out = json.loads(json.dumps(obj))
-    missing = []
-    for k, v in (out.get("stringData") or {}).items():
-        m = PLACEHOLDER_RE.match(str(v))
-        if m:
-            val = os.environ.get(m.group(1))
-            if not val:
-                missing.append(m.group(1))
-                continue
-            secrets.remember(val)
-            out["stringData"][k] = val
-    if missing:
-        raise LLMOpsError(
-            f"Secret {obj['metadata']['name']}: {', '.join(missing)} not set in the environment; set "
-            "them, or name an existing Secret with serving.existing_secret=true serving.secret_name=NAME")
-    return out
-
-
-def apply_one(core, custom, obj: dict) -> dict:
-    from kubernetes.client.rest import ApiException
-
-    kind, meta = obj["kind"], obj["metadata"]
-    name, ns = meta["name"], meta.get("namespace")
-    try:
-        if kind == "Namespace":
-            core.patch_namespace(name, obj, **APPLY)
-        elif kind == "Secret":
-            if any(PLACEHOLDER_RE.match(str(v)) for v in (obj.get("stringData") or {}).values()):
-                obj = fill_secret(obj)
-            core.patch_namespaced_secret(name, ns, obj, **APPLY)
-        elif kind == "ServiceAccount":
-            core.patch_namespaced_service_account(name, ns, obj, **APPLY)
-        elif kind in CUSTOM:
-            g, v, plural = CUSTOM[kind]
-            custom.patch_namespaced_custom_object(g, v, ns, plural, name, obj, **APPLY)
-        else:
-            raise LLMOpsError(f"cannot apply kind {kind!r}")
-    except ApiException as e:
-        from llmops.core import secrets
-
-        raise LLMOpsError(secrets.scrub(str(_api_error(f"apply {kind}/{name} in {ns or 'cluster'}", e)))) from None
-    log.info("deploy: applied %s/%s", kind, name)
-    return {"kind": kind, "name": name}
-
-
-def check_existing_secret(core, name: str, ns: str) -> None:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        core.read_namespaced_secret(name, ns)
-    except ApiException as e:
-        if e.status == 404:
-            raise LLMOpsError(f"serving.secret_name = {name!r} (serving.existing_secret=true): no such "
-                              f"Secret in namespace {ns!r}; create it or set existing_secret=false") from None
-        raise _api_error(f"read Secret/{name}", e) from None
-
-
-def apply_objects(objects: list[dict], cfg) -> list[dict]:
+def apply_objects(objects: list[dict], cfg, kube: Optional[Kube] = None) -> list[dict]:
     """Server-side apply every object in order; returns [{kind, name}]."""
-    core, custom = clients()
-    s = cfg.serving
-    if s.existing_secret and s.secret_name:
-        check_existing_secret(core, str(s.secret_name), str(s.namespace))
+    from llmops.k8s.secret_env import fill, has_placeholders
+
+    kube = _kube(cfg, kube)
+    s, ns = cfg.serving, str(cfg.serving.namespace)
+    for key, name, what, fix in (
+            ("serving.secret_name", s.secret_name if s.existing_secret else None,
+             "(serving.existing_secret=true)", "set existing_secret=false"),
+            ("serving.env_secret", s.env_secret, "(for the secret values of serving.env)",
+             "unset it so that llmops makes one")):
+        if name and kube.get("v1", "Secret", ns, str(name)) is None:
+            raise LLMOpsError(f"{key} = {str(name)!r} {what}: no such Secret in namespace {ns!r}; "
+                              f"create it or {fix}")
     # fill every Secret first: a missing value stops the apply before anything reaches the cluster
-    ready = [fill_secret(o) if o.get("kind") == "Secret" else o for o in objects]
-    return [apply_one(core, custom, o) for o in ready]
+    ready = [fill(o, FILL_HINT) if o.get("kind") == "Secret" and has_placeholders(o) else o
+             for o in objects]
+    done = []
+    for o in ready:
+        kube.apply(o)
+        log.info("deploy: applied %s/%s", o["kind"], o["metadata"]["name"])
+        done.append({"kind": o["kind"], "name": o["metadata"]["name"]})
+    return done
 
 
 # ------------------------------------------------------------------------------------------ wait
@@ -181,16 +93,16 @@ def readiness(isvc: dict) -> tuple[str, str]:
     return "waiting", "; ".join(pending) or "no status yet"
 
 
-def pod_problem(core, name: str, ns: str) -> Optional[str]:
+def pod_problem(kube: Kube, name: str, ns: str) -> Optional[str]:
     """An image-pull failure in the predictor's pods, as the kubelet reports it."""
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     try:
-        pods = core.list_namespaced_pod(ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
+        pods = kube.core.list_namespaced_pod(ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
     except ApiException as e:
         if e.status in (403, 404):
             return None  # may lack pod access; readiness still tells
-        raise _api_error(f"list pods of {name}", e) from None
+        raise kube.error(f"list pods of {name}", e) from None
     for pod in pods.items or []:
         for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):
             waiting = cs.state.waiting if cs.state else None
@@ -200,26 +112,22 @@ def pod_problem(core, name: str, ns: str) -> Optional[str]:
 
 
 def wait_ready(name: str, ns: str, *, timeout_s: float = 900, interval_s: float = 5.0,
-               clients_=None) -> dict:
+               cfg=None, kube: Optional[Kube] = None) -> dict:
     """Poll until Ready; returns {"url", "waited_s"}. Fails fast on a failed load or image pull."""
-    from kubernetes.client.rest import ApiException
-
-    core, custom = clients_ or clients()
-    g, v, plural = CUSTOM["InferenceService"]
+    kube = _kube(cfg, kube)
     t0 = time.monotonic()
     why, last_logged = "", ""
     while True:
-        try:
-            isvc = custom.get_namespaced_custom_object(g, v, ns, plural, name)
-        except ApiException as e:
-            raise _api_error(f"read InferenceService/{name} in {ns}", e) from None
+        isvc = kube.get(KSERVE, "InferenceService", ns, name)
+        if isvc is None:
+            raise LLMOpsError(f"InferenceService {name} in {ns} is gone (deleted while waiting?)")
         state, why = readiness(isvc)
         if state == "ready":
             url = (isvc.get("status") or {}).get("url")
             return {"url": url, "waited_s": round(time.monotonic() - t0, 2)}
         if state == "failed":
             raise LLMOpsError(f"InferenceService {name} in {ns} failed to load: {why}")
-        problem = pod_problem(core, name, ns)
+        problem = pod_problem(kube, name, ns)
         if problem:
             raise LLMOpsError(f"InferenceService {name} in {ns} cannot start: {problem}")
         if why != last_logged:
@@ -232,26 +140,9 @@ def wait_ready(name: str, ns: str, *, timeout_s: float = 900, interval_s: float 
 
 
 # ---------------------------------------------------------------------------------------- delete
-def delete_run(ns: str, selector: str, clients_=None) -> list[str]:
+def delete_run(ns: str, selector: str, cfg=None, kube: Optional[Kube] = None) -> list[str]:
     """Delete the objects carrying `selector` (one run's labels) in `ns`; returns what it did."""
-    from kubernetes.client.rest import ApiException
-
-    core, custom = clients_ or clients()
-    done = []
-    steps = [("InferenceService", lambda: custom.delete_collection_namespaced_custom_object(
-                 *CUSTOM["InferenceService"][:2], ns, CUSTOM["InferenceService"][2], label_selector=selector)),
-             ("ServingRuntime", lambda: custom.delete_collection_namespaced_custom_object(
-                 *CUSTOM["ServingRuntime"][:2], ns, CUSTOM["ServingRuntime"][2], label_selector=selector)),
-             ("ServiceAccount", lambda: core.delete_collection_namespaced_service_account(
-                 ns, label_selector=selector)),
-             ("Secret", lambda: core.delete_collection_namespaced_secret(ns, label_selector=selector))]
-    for kind, fn in steps:
-        try:
-            fn()
-        except ApiException as e:
-            if e.status == 404:
-                continue
-            raise _api_error(f"delete {kind} objects with {selector} in {ns}", e) from None
-        done.append(kind)
+    kube = _kube(cfg, kube)
+    done = [kind for api, kind in DELETE_ORDER if kube.delete_collection(api, kind, ns, selector)]
     log.info("undeploy: deleted %s labelled %s in %s", ", ".join(done), selector, ns)
     return done

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from llmops.core.errors import LLMOpsError
 from llmops.core.names import ISVC_NAME_MAX, k8s_name, label_value
+from llmops.k8s.secret_env import PLACEHOLDER, split_env
 from llmops.serving import LAYOUT, MODEL_FORMATS, PROTOCOLS, RUNTIME_KINDS
 
 LABEL_RUN_ID = "llmops.io/run-id"
@@ -27,7 +28,6 @@ LABEL_RECIPE = "llmops.io/recipe"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "llmops")
 # placeholders in the rendered Secret; kube.py fills them from the environment at apply time
 CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-PLACEHOLDER = "${env:%s}"
 
 
 
@@ -168,6 +168,9 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
     kind = _enum(s.kind)
     n = names(cfg, run_id)
     labels = run_labels(cfg, run_id, recipe)
+    # serving.env: secret values by secretKeyRef (a Secret <isvc>-env, or serving.env_secret)
+    env = split_env(s.env or {}, "serving.env", "serving.env_secret", f"{n['isvc']}-env",
+                    s.env_secret or None)
     storage_kind = _enum(cfg.storage.kind)
     binding = _enum(s.storage_binding)
     model_uri = str(uris[LAYOUT[kind]])
@@ -216,7 +219,9 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
         "protocol": protocol,
         "replicas": int(s.replicas),
         "tolerations": OmegaConf.to_container(s.tolerations, resolve=True) if s.tolerations else [],
-        "env": {str(k): str(v) for k, v in (s.env or {}).items()},
+        "env": env.plain,
+        "env_refs": env.refs(),
+        "env_secret": env.secret_body(str(s.namespace), labels),
         "args": [str(a) for a in (s.args or [])],
         "requests": requests,
         "limits": limits,
@@ -273,6 +278,8 @@ def render(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> list[dict]:
         objs.append(render_template("serving/namespace.yaml.j2", ctx))
     if ctx["use_secret"]:
         objs.append(render_template("serving/secret.yaml.j2", ctx))
+    if ctx["env_secret"]:
+        objs.append(ctx["env_secret"])
     if ctx["service_account"]:
         objs.append(render_template("serving/serviceaccount.yaml.j2", ctx))
     objs.append(render_template(f"serving/runtime-{ctx['kind']}.yaml.j2", ctx))

@@ -1,5 +1,6 @@
-"""cluster=codeflare with fakes of the Kubernetes API objects (CoreV1Api, CustomObjectsApi), the
-way the CodeFlare SDK tests itself; the dashboard is a real local Ray head or a loopback server.
+"""cluster=codeflare (the RayCluster and RayJob backends) with fakes of the Kubernetes API objects
+(CoreV1Api, CustomObjectsApi) behind the real llmops.k8s.client.Kube, the way the CodeFlare SDK
+tests itself; the dashboard is a real local Ray head or a loopback server.
 
 Credential faults (no kubeconfig, unreachable server, expired token) use the real kubernetes
 client against a loopback address. Every fault ends in a specific error, and the fake API must
@@ -34,13 +35,32 @@ def _api_exception(status: int, message: str = ""):
 
 
 class FakeCore:
-    def __init__(self, namespaces=("llm-demo",)):
+    def __init__(self, namespaces=("llm-demo",), secrets=()):
         self.namespaces = set(namespaces)
+        self.secrets = {name: {"metadata": {"name": name}} for name in secrets}
+        self.calls = []
 
     def read_namespace(self, name):
         if name not in self.namespaces:
             raise _api_exception(404, f'namespaces "{name}" not found')
         return {"metadata": {"name": name}}
+
+    def read_namespaced_secret(self, name, namespace):
+        if name not in self.secrets:
+            raise _api_exception(404, f'secrets "{name}" not found')
+        return self.secrets[name]
+
+    def patch_namespaced_secret(self, name, namespace, body, **kw):
+        assert kw["_content_type"] == "application/apply-patch+yaml" and kw["field_manager"] == "llmops"
+        self.calls.append(("apply", "secrets", name))
+        self.secrets[name] = json.loads(json.dumps(body))
+        return body
+
+    def delete_namespaced_secret(self, name, namespace, **kw):
+        self.calls.append(("delete", "secrets", name))
+        if self.secrets.pop(name, None) is None:
+            raise _api_exception(404)
+        return {}
 
 
 class FakeCustom:
@@ -95,13 +115,13 @@ class FakeCustom:
 def _kube(core=None, custom=None, token="kube-token-abc123"):
     from kubernetes import client
 
-    from llmops.clusters.codeflare import KubeApi
+    from llmops.k8s.client import Kube
 
     conf = client.Configuration()
     conf.host = "https://api.fake.example:6443"
     conf.api_key = {"authorization": token}
     conf.api_key_prefix = {"authorization": "Bearer"}
-    return KubeApi(core or FakeCore(), custom or FakeCustom(), client.ApiClient(conf), server=conf.host)
+    return Kube(client.ApiClient(conf), core=core or FakeCore(), custom=custom or FakeCustom())
 
 
 def _ctx(cfg, tmp_path):
@@ -119,13 +139,15 @@ def cf_cfg(compose):
     return make
 
 
-def _backend(cfg, kube, lines=None):
-    from llmops.clusters.codeflare import CodeflareBackend
+def _backend(cfg, kube=None, lines=None, **kw):
+    """The backend get_backend picks for cfg, with a fake API, the probe training and no sleeps."""
+    from llmops.clusters.raycluster import RayClusterBackend
+    from llmops.clusters.rayjob import RayJobBackend
 
-    return CodeflareBackend(cfg, kube=kube, train_callable="llmops_probe:fit",
-                            extra_py_modules=[PROBE], echo=(lines.append if lines is not None
-                                                            else lambda s: None),
-                            sleep=lambda s: None)
+    cls = RayJobBackend if str(cfg.cluster.mode.value) == "rayjob" else RayClusterBackend
+    kw.setdefault("sleep", lambda s: None)
+    return cls(cfg, kube=kube, train_callable="llmops_probe:fit", extra_py_modules=[PROBE],
+               echo=(lines.append if lines is not None else lambda s: None), **kw)
 
 
 class _Unauthorized(http.server.BaseHTTPRequestHandler):
@@ -151,53 +173,61 @@ def unauthorized_server():
 
 
 # ----------------------------------------------------------------------------------- credentials
+def test_get_backend_picks_by_kind_and_mode(cf_cfg):
+    from llmops.clusters import get_backend
+    from llmops.clusters.raycluster import RayClusterBackend
+    from llmops.clusters.rayjob import RayJobBackend
+
+    assert isinstance(get_backend(cf_cfg()), RayClusterBackend)
+    assert isinstance(get_backend(cf_cfg("cluster.mode=rayjob")), RayJobBackend)
+
+
 def test_no_kubeconfig_is_a_clear_error(cf_cfg, tmp_path, monkeypatch):
-    from llmops.clusters.codeflare import KubeApi
+    from llmops.k8s.client import connect
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("LLMOPS_K8S_TOKEN", raising=False)
     with pytest.raises(LLMOpsError) as e:
-        KubeApi.from_config(cf_cfg())
+        connect(cf_cfg())
     msg = str(e.value)
     assert "kubeconfig" in msg and "oc login" in msg and "cluster.auth=token" in msg
 
 
 def test_token_auth_needs_both_variables(cf_cfg, monkeypatch):
-    from llmops.clusters.codeflare import KubeApi
+    from llmops.k8s.client import connect
 
     monkeypatch.delenv("LLMOPS_K8S_SERVER", raising=False)
     monkeypatch.setenv("LLMOPS_K8S_TOKEN", "t0k3n-value")
     with pytest.raises(LLMOpsError) as e:
-        KubeApi.from_config(cf_cfg("cluster.auth=token"))
-    assert "LLMOPS_K8S_SERVER" in str(e.value)
+        connect(cf_cfg("cluster.auth=token"))
+    assert "LLMOPS_K8S_SERVER" in str(e.value) and "cluster.server_env" in str(e.value)
 
 
 def test_unreachable_api_server(cf_cfg, monkeypatch):
     from tests.fixtures.ray_head import free_port
 
-    from llmops.clusters.codeflare import CodeflareBackend
-
     server = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("LLMOPS_K8S_TOKEN", "t0k3n-value")
     monkeypatch.setenv("LLMOPS_K8S_SERVER", server)
     with pytest.raises(LLMOpsError) as e:
-        with CodeflareBackend(cf_cfg("cluster.auth=token"), echo=lambda s: None):
+        with _backend(cf_cfg("cluster.auth=token")):
             pass
-    assert "unreachable" in str(e.value) and server in str(e.value)
+    msg = str(e.value)
+    assert "unreachable" in msg and server in msg and "cluster.server_env" in msg
 
 
 def test_expired_token_401_from_the_api_server(cf_cfg, monkeypatch, unauthorized_server):
-    from llmops.clusters.codeflare import CodeflareBackend
-
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("LLMOPS_K8S_TOKEN", "expired-t0k3n-77")
     monkeypatch.setenv("LLMOPS_K8S_SERVER", unauthorized_server)
     with pytest.raises(LLMOpsError) as e:
-        with CodeflareBackend(cf_cfg(), echo=lambda s: None):  # auth=auto picks the token
+        with _backend(cf_cfg()):  # auth=auto picks the token
             pass
     msg = str(e.value)
     assert "401" in msg and "expired" in msg and "expired-t0k3n-77" not in msg
+    assert "cluster.bearer_env" in msg
 
 
 # ----------------------------------------------------------------------------- namespace, queue
@@ -293,7 +323,7 @@ def test_raycluster_mode_trains_and_deletes(ray_head, cf_cfg, tmp_path):
     cfg = cf_cfg(f"cluster.dashboard_url={ray_head.address}", "training.lr=0.5")
     lines = []
     with _backend(cfg, _kube(custom=custom), lines) as b:
-        assert b._headers() == {"Authorization": "Bearer kube-token-abc123"}
+        assert b.headers() == {"Authorization": "Bearer kube-token-abc123"}
         out = b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
     assert out.metrics["global_step"] == 2
     assert (Path(out.model_uri) / "weights.txt").read_text() == "lr=0.5\n"
@@ -346,13 +376,70 @@ def test_rayjob_mode_follows_to_complete_and_deletes(ray_head, cf_cfg, tmp_path)
     cfg = cf_cfg("cluster.mode=rayjob", "cluster.name=gpt2-job", "cluster.ready_timeout_s=60",
                  "cluster.poll_interval_s=0.3")
     lines = []
-    from llmops.clusters.codeflare import CodeflareBackend
-
-    b = CodeflareBackend(cfg, kube=_kube(custom=custom), train_callable="llmops_probe:fit",
-                         echo=lines.append)
+    b = _backend(cfg, _kube(custom=custom), lines, sleep=__import__("time").sleep)
     with b:
         out = b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
     assert out.metrics["global_step"] == 2 and out.metrics["probe"]["method"] == "full"
     assert custom.applied() == [("rayjobs", "gpt2-job")]
     assert custom.deleted() == [("rayjobs", "gpt2-job")]
     assert any("Complete SUCCEEDED" in ln for ln in lines)
+
+
+# ------------------------------------------------------------------ secret envs: by reference
+SECRET_ENVS = ["+cluster.envs.AWS_SECRET_ACCESS_KEY=${oc.env:AWS_SECRET_ACCESS_KEY}",
+               "+cluster.envs.AWS_S3_ENDPOINT=http://minio.minio.svc:9000"]
+
+
+def test_secret_env_is_applied_in_a_secret_and_deleted_with_the_cluster(cf_cfg, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "applied-secret-value-42")
+    seen = {}
+    core = FakeCore()
+    custom = FakeCustom(on_apply=lambda plural, body: seen.update(body=json.loads(json.dumps(body))),
+                        status=lambda p, o, n: {"state": "failed", "reason": "quota"})
+    lines = []
+    with pytest.raises(LLMOpsError, match="quota"):
+        with _backend(cf_cfg(*SECRET_ENVS), _kube(core=core, custom=custom), lines):
+            pass
+    # the Secret went first, with the value; the RayCluster only refers to it
+    assert core.calls[0] == ("apply", "secrets", "gpt2-blog-env")
+    assert "applied-secret-value-42" not in json.dumps(seen["body"])
+    head = seen["body"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "gpt2-blog-env", "key": "AWS_SECRET_ACCESS_KEY"}}} in head["env"]
+    assert {"name": "AWS_S3_ENDPOINT", "value": "http://minio.minio.svc:9000"} in head["env"]
+    assert ("delete", "secrets", "gpt2-blog-env") in core.calls and core.secrets == {}
+    assert custom.deleted() == [("rayclusters", "gpt2-blog")]
+    assert not any("applied-secret-value-42" in ln for ln in lines)
+
+
+def test_rayjob_secret_env_is_filled_in_memory_only(cf_cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "applied-secret-value-42")
+    core = FakeCore()
+    custom = FakeCustom(status=lambda p, o, n: {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED",
+                                                "message": "admission refused"})
+    cfg = cf_cfg(*SECRET_ENVS, "cluster.mode=rayjob")
+    with pytest.raises(LLMOpsError, match="admission refused"):
+        with _backend(cfg, _kube(core=core, custom=custom)) as b:
+            filled = {}
+            orig = core.patch_namespaced_secret
+            core.patch_namespaced_secret = lambda n, ns, body, **kw: (filled.update(body), orig(n, ns, body, **kw))[1]
+            b.run_training(cfg, _ctx(cfg, tmp_path).training_task())
+    assert filled["stringData"] == {"AWS_SECRET_ACCESS_KEY": "applied-secret-value-42"}
+    job = [c for c in custom.calls if c[0] == "apply"]
+    assert job == [("apply", "rayjobs", "gpt2-blog")]
+    assert custom.deleted() == [("rayjobs", "gpt2-blog")] and core.secrets == {}
+    assert "applied-secret-value-42" not in "".join(p.read_text(errors="ignore")
+                                                     for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_missing_env_secret_and_missing_env_var(cf_cfg, monkeypatch):
+    custom = FakeCustom()
+    with pytest.raises(LLMOpsError, match="cluster.env_secret = 'team-s3': no such Secret"):
+        with _backend(cf_cfg("cluster.env_secret=team-s3", "+cluster.envs.HF_TOKEN=x"),
+                      _kube(custom=custom)):
+            pass
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")
+    with pytest.raises(LLMOpsError, match="AWS_SECRET_ACCESS_KEY not set in the environment.*cluster.envs"):
+        with _backend(cf_cfg(*SECRET_ENVS), _kube(custom=custom)):
+            pass
+    assert custom.applied() == []

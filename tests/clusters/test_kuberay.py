@@ -1,4 +1,5 @@
-"""KubeRay bodies: built without a cluster, strict against the CRD schemas, equal to golden files."""
+"""KubeRay bodies: built without a cluster, strict against the CRD schemas and their CEL rules,
+equal to golden files; secret envs reach the pods only by Secret reference."""
 
 from __future__ import annotations
 
@@ -55,9 +56,10 @@ def _golden(name: str, body: dict) -> None:
                                             ("raycluster-4gpu.yaml", FOUR_GPU)])
 def test_raycluster_bodies_match_golden_and_crd(compose, name, overrides):
     from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
     body = kuberay.raycluster_body(compose("quickstart", *overrides))
-    assert kuberay.validate_body(body) == []
+    assert validate.problems(body) == []
     _golden(name, body)
     # what the fields mean, not only that they did not change
     worker = body["spec"]["workerGroupSpecs"][0]
@@ -85,7 +87,7 @@ def test_rayjob_body_is_strict_valid_with_kueue_suspend(compose):
     cfg = compose("quickstart", *FOUR_GPU[:-1], "cluster.mode=rayjob", "cluster.name=gpt2-job",
                   "cluster.job_timeout_s=3600")
     body = kuberay.rayjob_body(cfg, "python -m llmops.clusters.job_entry", {"pip": ["x"]})
-    assert kuberay.validate_body(body) == []
+    assert kuberay.check_body(body) == []  # no transition rule applies to this body
     spec = body["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is True
     assert spec["ttlSecondsAfterFinished"] == 300 and spec["activeDeadlineSeconds"] == 3600
@@ -96,15 +98,18 @@ def test_rayjob_body_is_strict_valid_with_kueue_suspend(compose):
 
 def test_unknown_fields_and_wrong_types_are_errors(compose):
     from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
     body = kuberay.raycluster_body(compose("quickstart", *BLOG))
     body["spec"]["workerGroupSpecs"][0]["replica"] = 2  # typo
     body["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
-    problems = kuberay.validate_body(body)
-    assert any("workerGroupSpecs.0" in p and "'replica'" in p for p in problems)
+    problems = validate.problems(body)
+    assert any("workerGroupSpecs[0]" in p and "'replica'" in p for p in problems)
     assert any("imagePullPolicy" in p for p in problems)
     body["metadata"]["name"] = "9" + "a" * 60
-    assert any(p.startswith("metadata.name") for p in kuberay.validate_body(body))
+    assert any("metadata.name" in p and "at most 53" in p for p in validate.problems(body))
+    with pytest.raises(Exception, match="3 problems in the RayCluster body"):
+        kuberay.check_body(body)
 
 
 def test_derived_names_are_bounded_dns1035_and_deterministic(compose):
@@ -157,7 +162,7 @@ def test_config_errors_name_the_key(compose):
 
 def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatch, capsys):
     """`llmops plan ... cluster=codeflare --out DIR`: no kubeconfig, no network, valid files."""
-    from llmops.clusters.codeflare import CodeflareBackend
+    from llmops.clusters import get_backend
     from llmops.pipeline.engine import RunContext
     from llmops.k8s.manifests import write_objects
 
@@ -170,15 +175,95 @@ def test_plan_writes_the_body_without_any_api_call(compose, tmp_path, monkeypatc
     monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
     cfg = compose("quickstart", *BLOG)
     ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
-    plan = CodeflareBackend(cfg).plan(cfg, ctx)
+    plan = get_backend(cfg).plan(cfg, ctx)
     assert plan["name"] == "gpt2-blog" and plan["deletes_after_run"] is True
     paths = write_objects(plan["objects"], tmp_path / "out")
     assert [p.name for p in paths] == ["00-raycluster-gpt2-blog.yaml"]
-    from llmops.clusters import kuberay
+    from llmops.k8s import validate
 
-    assert kuberay.validate_body(yaml.safe_load(paths[0].read_text())) == []
+    assert validate.problems(yaml.safe_load(paths[0].read_text())) == []
     assert not (tmp_path / "r").exists()  # nothing written by the plan itself
 
     job = compose("quickstart", *BLOG, "cluster.mode=rayjob")
-    jplan = CodeflareBackend(job).plan(job, ctx)
+    jplan = get_backend(job).plan(job, ctx)
     assert jplan["objects"][0]["kind"] == "RayJob"
+
+
+# ----------------------------------------------------------------------- CEL rules of the CRD
+def test_a_broken_crd_rule_stops_the_plan_with_its_message(compose, tmp_path):
+    """spec.managedBy has a CEL rule (x-kubernetes-validations) a JSON schema cannot express."""
+    from llmops.clusters import get_backend
+    from llmops.core.errors import LLMOpsError
+    from llmops.pipeline.engine import RunContext
+
+    ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
+    cfg = compose("quickstart", *BLOG, "cluster.mode=rayjob", "cluster.managed_by=team-a/dispatcher")
+    with pytest.raises(LLMOpsError) as e:
+        get_backend(cfg).plan(cfg, ctx)
+    assert ("RayJob/gpt2-blog: spec.managedBy: the managedBy field value must be either "
+            "'ray.io/kuberay-operator' or 'kueue.x-k8s.io/multikueue'") in str(e.value)
+
+    ok = compose("quickstart", *BLOG, "cluster.mode=rayjob", "cluster.managed_by=kueue.x-k8s.io/multikueue")
+    plan = get_backend(ok).plan(ok, ctx)
+    assert plan["objects"][-1]["spec"]["managedBy"] == "kueue.x-k8s.io/multikueue"
+    # the immutability rule on the same field is a transition rule: skipped, and said so
+    assert any("spec.managedBy" in n and "oldSelf" in n for n in plan["not_checked"])
+
+
+# ------------------------------------------------------------------ secret envs: by reference
+SECRET_ENVS = ["+cluster.envs.AWS_SECRET_ACCESS_KEY=${oc.env:AWS_SECRET_ACCESS_KEY}",
+               "+cluster.envs.AWS_ACCESS_KEY_ID=${oc.env:AWS_ACCESS_KEY_ID}",
+               "+cluster.envs.HF_HUB=${oc.env:HUB_ACCESS_TOKEN}",
+               "+cluster.envs.AWS_S3_ENDPOINT=http://minio.minio.svc:9000"]
+
+
+def test_plan_carries_secret_refs_not_values(compose, tmp_path, monkeypatch):
+    from llmops.clusters import get_backend
+    from llmops.pipeline.engine import RunContext
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "plan-secret-value-5678")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPLANVALUE")
+    monkeypatch.setenv("HUB_ACCESS_TOKEN", "hub-token-value-1234")
+    ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
+    for mode, kind in (("raycluster", "RayCluster"), ("rayjob", "RayJob")):
+        cfg = compose("quickstart", *BLOG, f"cluster.mode={mode}", *SECRET_ENVS)
+        plan = get_backend(cfg).plan(cfg, ctx)
+        text = yaml.safe_dump(plan)
+        for value in ("plan-secret-value-5678", "AKIAPLANVALUE", "hub-token-value-1234"):
+            assert value not in text
+        secret, body = plan["objects"]
+        assert secret["kind"] == "Secret" and body["kind"] == kind
+        assert secret["metadata"]["name"] == "gpt2-blog-env"
+        assert secret["stringData"] == {"AWS_SECRET_ACCESS_KEY": "${env:AWS_SECRET_ACCESS_KEY}",
+                                        "AWS_ACCESS_KEY_ID": "${env:AWS_ACCESS_KEY_ID}",
+                                        "HF_HUB": "${env:HUB_ACCESS_TOKEN}"}
+        spec = body["spec"] if kind == "RayCluster" else body["spec"]["rayClusterSpec"]
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+            assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+                "secretKeyRef": {"name": "gpt2-blog-env", "key": "AWS_SECRET_ACCESS_KEY"}}
+            assert env["HF_HUB"]["valueFrom"]["secretKeyRef"]["key"] == "HF_HUB"
+            assert env["AWS_S3_ENDPOINT"] == {"name": "AWS_S3_ENDPOINT",
+                                              "value": "http://minio.minio.svc:9000"}
+
+
+def test_a_literal_secret_env_is_a_config_error(compose):
+    with pytest.raises(ConfigError) as e:
+        compose("quickstart", *BLOG, "+cluster.envs.HF_TOKEN=hf_literal_value_123")
+    msg = str(e.value)
+    assert "cluster.envs.HF_TOKEN" in msg and "${oc.env:HF_TOKEN}" in msg and "cluster.env_secret" in msg
+    assert "hf_literal_value_123" not in msg
+
+
+def test_existing_env_secret_is_referenced(compose, tmp_path):
+    from llmops.clusters import get_backend
+    from llmops.pipeline.engine import RunContext
+
+    ctx = RunContext(run_dir=tmp_path / "r", run_id="golden", recipe="quickstart", dry_run=True)
+    cfg = compose("quickstart", *BLOG, "cluster.env_secret=team-s3",
+                  "+cluster.envs.HF_TOKEN=in-the-secret")
+    plan = get_backend(cfg).plan(cfg, ctx)
+    assert [o["kind"] for o in plan["objects"]] == ["RayCluster"]  # llmops makes no Secret
+    env = plan["objects"][0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "team-s3", "key": "HF_TOKEN"}}} in env

@@ -120,6 +120,8 @@ def kube(tmp_path, monkeypatch):
     s.strict_validator = lambda obj: [p.split(": ", 1)[1] for p in validate.problems(obj)
                                       if "was unexpected" in p]
     monkeypatch.setenv("KUBECONFIG", s.kubeconfig(tmp_path / "kubeconfig"))
+    for name in ("KUBERNETES_SERVICE_HOST", "LLMOPS_K8S_TOKEN", "LLMOPS_K8S_SERVER"):
+        monkeypatch.delenv(name, raising=False)  # cluster.auth=auto: the kubeconfig
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASTANDIN")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "standin-secret-value-1234")
     yield s

@@ -36,6 +36,7 @@ class StandIn:
     image_pull: the predictor pod waits in ImagePullBackOff
     forbidden: every write answers 403
     invalid: (kind, field path, message) -> 422 Invalid for that kind
+    token: when set, a request without `Authorization: Bearer <token>` answers 401
     """
 
     def __init__(self, namespaces=("default",)):
@@ -50,6 +51,7 @@ class StandIn:
         self.forbidden = False
         self.invalid = None
         self.strict_validator = None  # callable(obj) -> list of unknown-field paths
+        self.token = None
         self.lock = threading.Lock()
         self._rv = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -162,13 +164,18 @@ class StandIn:
                 standin.requests.append({"method": method, "kind": kind, "ns": ns, "name": name,
                                          "query": q, "content_type": ctype,
                                          "auth": self.headers.get("Authorization")})
+                if standin.token and self.headers.get("Authorization") != f"Bearer {standin.token}":
+                    self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
+                    return True
+                return False
 
             def do_PATCH(self):
                 kind, ns, name, q = self._route()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 ctype = self.headers.get("Content-Type", "")
-                self._record("PATCH", kind, ns, name, q, ctype)
+                if self._record("PATCH", kind, ns, name, q, ctype):
+                    return
                 if kind is None or name is None:
                     return self._send(404, status_body(404, "NotFound", "the server could not find the requested resource"))
                 if standin.forbidden:
@@ -232,7 +239,8 @@ class StandIn:
 
             def do_GET(self):
                 kind, ns, name, q = self._route()
-                self._record("GET", kind, ns, name, q)
+                if self._record("GET", kind, ns, name, q):
+                    return
                 if kind == "Pod" and name is None:
                     return self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {},
                                             "items": standin.pods(ns, q.get("labelSelector"))})
@@ -246,7 +254,8 @@ class StandIn:
 
             def do_DELETE(self):
                 kind, ns, name, q = self._route()
-                self._record("DELETE", kind, ns, name, q)
+                if self._record("DELETE", kind, ns, name, q):
+                    return
                 if standin.forbidden:
                     return self._send(403, status_body(403, "Forbidden", f"cannot delete {kind} in {ns}"))
                 sel = dict(kv.split("=", 1) for kv in (q.get("labelSelector") or "").split(",") if kv)

@@ -1,5 +1,6 @@
-"""Apply / wait / delete with the real kubernetes client against the stand-in API server
-(tests/serving/kube_standin.py) on 127.0.0.1. No live cluster is involved."""
+"""Apply / wait / delete with the real kubernetes client (through llmops.k8s.client, the one auth
+path) against the stand-in API server (tests/serving/kube_standin.py) on 127.0.0.1. No live
+cluster is involved."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from llmops.serving import smoke
 from llmops.core.errors import LLMOpsError
 from llmops import cli
 from llmops.run import ExportOutputs
-from llmops.serving import kube as kube_api
 from tests.serving.conftest import RUN_ID, run_after_export
 
 FAST = ("serving.apply=true", "serving.poll_interval_s=0.01", "serving.namespace=team-a",
@@ -115,12 +115,14 @@ def test_strict_field_validation_on_the_server(kube, serving_cfg, tmp_path):
 
     isvc = next(s for s in engine.plan(cfg) if s["stage"] == "deploy")["objects"][-1]
     isvc["spec"]["predictor"]["model"]["storageURI"] = "s3://typo/"
-    core, custom = kube_api.clients()
-    kube_api.apply_one(core, custom, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    from llmops.k8s.client import connect
+
+    k = connect(cfg)
+    k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
     with pytest.raises(LLMOpsError, match=r"apply InferenceService/quickstart-20260101-000000 in team-a: the "
-                                          r"API server answered 400 Bad Request: strict decoding error: "
-                                          r"unknown field .*'storageURI' was unexpected"):
-        kube_api.apply_one(core, custom, isvc)
+                                          r"API server \(http://127.0.0.1:\d+\) answered 400 Bad Request: "
+                                          r"strict decoding error: unknown field .*'storageURI' was unexpected"):
+        k.apply(isvc)
 
 
 def test_missing_credentials_stop_before_anything_is_applied(kube, serving_cfg, tmp_path, monkeypatch):
@@ -207,3 +209,75 @@ def test_failed_deploy_can_be_undeployed_and_keep_false_cleans_up(kube, serving_
     with pytest.raises(LLMOpsError, match="deleted what was applied"):
         _deploy(cfg, tmp_path / "run2")
     assert kube.objects == {}
+
+
+# ------------------------------------------------------------------ credentials: cluster.auth
+def test_token_auth_reaches_serving_requests(kube, serving_cfg, tmp_path, monkeypatch):
+    """cluster.auth=token drives serving too: every request carries the token from the env."""
+    kube.token = "serving-t0ken-4711"
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setenv("LLMOPS_K8S_TOKEN", "serving-t0ken-4711")
+    monkeypatch.setenv("LLMOPS_K8S_SERVER", kube.url)
+    cfg = serving_cfg("vllm", *FAST, "cluster.auth=token")
+    out = _deploy(cfg, tmp_path / "run")
+    assert out.applied and out.url
+    assert cli.main(["undeploy", str(tmp_path / "run")]) == 0  # the saved config's cluster.auth
+    assert kube.objects == {}
+    assert {r["auth"] for r in kube.requests} == {"Bearer serving-t0ken-4711"}
+    assert {r["method"] for r in kube.requests} == {"PATCH", "GET", "DELETE"}
+
+
+def test_refused_token_401_names_the_keys_not_the_token(kube, serving_cfg, tmp_path, monkeypatch):
+    kube.token = "the-right-one"
+    monkeypatch.setenv("LLMOPS_K8S_TOKEN", "stale-t0ken-0815")
+    monkeypatch.setenv("LLMOPS_K8S_SERVER", kube.url)
+    cfg = serving_cfg("vllm", *FAST, "cluster.auth=token")
+    with pytest.raises(LLMOpsError) as e:
+        _deploy(cfg, tmp_path / "run")
+    msg = str(e.value)
+    assert "answered 401 Unauthorized" in msg and "expired" in msg
+    assert "$LLMOPS_K8S_TOKEN = cluster.bearer_env" in msg and "stale-t0ken-0815" not in msg
+    assert kube.objects == {}
+
+
+def test_unreachable_api_server_names_the_key(serving_cfg, tmp_path, monkeypatch, free_port):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("LLMOPS_K8S_TOKEN", "t0ken-for-nobody")
+    monkeypatch.setenv("LLMOPS_K8S_SERVER", f"http://127.0.0.1:{free_port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOBODY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nobody-secret-value-1234")
+    cfg = serving_cfg("vllm", *FAST)  # cluster.auth=auto: both variables set -> token
+    with pytest.raises(LLMOpsError) as e:
+        _deploy(cfg, tmp_path / "run")
+    msg = str(e.value)
+    assert f"API server at http://127.0.0.1:{free_port} is unreachable" in msg
+    assert "cluster.server_env" in msg and "$LLMOPS_K8S_SERVER" in msg
+
+
+# ------------------------------------------------------------- secret env: by Secret reference
+def test_secret_env_reaches_the_runtime_by_reference(kube, serving_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf-standin-token-999")
+    cfg = serving_cfg("vllm", *FAST, "+serving.env.HF_TOKEN=${oc.env:HF_TOKEN}",
+                      "+serving.env.VLLM_LOGGING_LEVEL=DEBUG")
+    out = _deploy(cfg, tmp_path / "run")
+    isvc = out.isvc
+    runtime = kube.objects[("ServingRuntime", "team-a", f"{isvc}-vllm")]
+    env = {e["name"]: e for e in runtime["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": f"{isvc}-env", "key": "HF_TOKEN"}}}
+    assert env["VLLM_LOGGING_LEVEL"] == {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}
+    # the cluster's Secret holds the value; no manifest on disk does
+    assert kube.objects[("Secret", "team-a", f"{isvc}-env")]["stringData"] == {
+        "HF_TOKEN": "hf-standin-token-999"}
+    for f in out.manifests:
+        assert "hf-standin-token-999" not in Path(f).read_text()
+    assert any("${env:HF_TOKEN}" in Path(f).read_text() for f in out.manifests)
+    # undeploy deletes it with the rest (it carries the run's labels)
+    assert cli.main(["undeploy", str(tmp_path / "run")]) == 0 and kube.objects == {}
+
+
+def test_secret_env_from_an_existing_secret(kube, serving_cfg, tmp_path):
+    cfg = serving_cfg("vllm", *FAST, "+serving.env.HF_TOKEN=from-secret", "serving.env_secret=hf")
+    with pytest.raises(LLMOpsError, match="serving.env_secret = 'hf' .*: no such Secret in namespace 'team-a'"):
+        _deploy(cfg, tmp_path / "run")
+    assert not [r for r in kube.requests if r["method"] == "PATCH"]
