@@ -15,10 +15,12 @@ Nothing here imports torch, ray or transformers: plan, validate, recipes and --h
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 from typing import Optional
 
-from llmops.core.errors import LLMOpsError
+from llmops.core.errors import Interrupted, LLMOpsError, signal_name, signal_of
 
 COMMANDS = {
     "run": "compose a recipe and run its stages",
@@ -42,6 +44,20 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def stop_on_signals() -> dict:
+    """SIGINT and SIGTERM end a command the same way: `Interrupted` (a KeyboardInterrupt) in the
+    main thread, so a running stage is marked `interrupted`, what the run started is ended, and
+    the command exits 130 (SIGINT) or 143 (SIGTERM). Returns the handlers it replaced."""
+    Interrupted.last = 0
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -60,14 +76,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"llmops: error: unknown command '{name}'{hint}\n\n{usage()}", file=sys.stderr)
         return 2
+    before = stop_on_signals()
     try:
         rc = importlib.import_module(f"llmops.commands.{name}").main(rest)
     except LLMOpsError as e:
         print(f"llmops: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("llmops: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        if not getattr(e, "reported", False):  # `llmops run` says where to resume itself
+            print(f"llmops: interrupted by {signal_name(signal_of(e))}", file=sys.stderr)
+        return 128 + signal_of(e)
+    finally:
+        for sig, handler in before.items():  # main() called in-process (tests) leaves them as found
+            signal.signal(sig, handler)
     return int(rc or 0)
 
 

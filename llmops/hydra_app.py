@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[misc,assignment]
 
-from llmops.core.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError, signal_name, signal_of
 
 log = logging.getLogger("llmops")
 
@@ -109,6 +109,11 @@ def task(cfg, recipe: Path, state: dict, *, checked: bool) -> Optional[float]:
             source = c.lint(recipe, [o for o in job_overrides if not o.startswith("hydra.")])
             validate(cfg, source)
         result = engine.run(cfg, run_dir, overrides=job_overrides, recipe_path=recipe)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the engine marked the stage interrupted
+        print(f"llmops: interrupted by {signal_name(signal_of(e))}; to go on from where it "
+              f"stopped: llmops resume {run_dir}", file=sys.stderr)
+        e.reported = True  # type: ignore[attr-defined]
+        raise
     except LLMOpsError as e:
         state["rc"] = 1
         if multirun:

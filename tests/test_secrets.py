@@ -60,13 +60,15 @@ def test_mask_values_from_environment_direct_embedded_and_chained(monkeypatch):
         "a": {"plain": "${oc.env:LLMOPS_T_SECRET}"},  # key not secret-looking: the source decides
         "b": {"header": "Bearer ${oc.env:LLMOPS_T_SECRET}"},
         "c": {"dup": "${a.plain}", "url": "https://user:${a.plain}@minio.example.com"},
-        "d": {"default": "${oc.env:LLMOPS_T_UNSET,fallback-value}"},
+        "d": {"default": "${oc.env:LLMOPS_T_UNSET_TOKEN,fallback-value}"},
+        "e": {"endpoint": "${oc.env:LLMOPS_T_ENDPOINT,http://minio.example.com:9000}"},
     })
     m = mask(cfg)
     assert m["a"]["plain"] == MASK and m["b"]["header"] == MASK
     assert m["c"]["dup"] == MASK  # a copy of an env value, through an interpolation
     assert m["c"]["url"] == f"https://user:{MASK}@minio.example.com"
-    assert m["d"]["default"] == MASK
+    assert m["d"]["default"] == MASK  # a secret-named variable: masked even when it falls back
+    assert m["e"]["endpoint"] == "http://minio.example.com:9000"  # not a secret: shown
     assert ENV_SECRET not in json.dumps(m) and ENV_SECRET not in masked_yaml(cfg)
     assert cfg.c.dup == ENV_SECRET  # resolving still works
 

@@ -1,13 +1,21 @@
-"""`cluster=local`: an embedded Ray in this process. No cluster, no network."""
+"""`cluster=local`: an embedded Ray in this process. No cluster, no network.
+
+The Ray it starts ends with it: on the way out (done, failed, Ctrl-C or SIGTERM) Ray is shut down
+and every process still mentioning its session dir (raylet, GCS, agents, workers) is ended; the
+session dir is written into the run's lock, so that a run after a SIGKILL ends what was left.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 from omegaconf import DictConfig
 
 from llmops.run import TrainingTask, TrainOutputs
+from llmops.run.rundir import end_processes_mentioning, note_in_held_locks
 
 log = logging.getLogger("llmops")
 
@@ -26,10 +34,34 @@ def worker_env() -> dict:
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")}
 
 
+def in_thread(fn, *args):
+    """`fn(*args)` in a helper thread while this (main) thread waits for it, so that SIGINT and
+    SIGTERM reach llmops's handlers here. (In the main thread, Ray Train's `fit` puts its own
+    SIGINT handler in place, which asks the trainer to stop and then returns as if nothing
+    happened.) On an interrupt the exception leaves at once; the backend's exit shuts Ray down,
+    which ends the helper thread's wait."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread as is
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="llmops-fit", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 class LocalBackend:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self._started = False
+        self.session_dir: str | None = None
 
     def cpus_needed(self) -> int:
         c = self.cfg.cluster
@@ -58,20 +90,34 @@ class LocalBackend:
             # at least the CPUs the workers ask for, so a 2-worker run on a 1-CPU box still starts
             num_cpus = max(os.cpu_count() or 1, self.cpus_needed())
             num_gpus = None if int(self.cfg.cluster.gpus_per_worker) else 0
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                     log_to_driver=True, logging_level=logging.WARNING,
-                     runtime_env={"env_vars": worker_env()})
-            self._started = True
+            sigterm = signal.getsignal(signal.SIGTERM)
+            try:
+                info = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                                log_to_driver=True, logging_level=logging.WARNING,
+                                runtime_env={"env_vars": worker_env()})
+                self._started = True
+            finally:
+                # ray.init replaces the SIGTERM handler with sys.exit: keep llmops's (a SIGTERM
+                # stops the run like Ctrl-C: stage marked interrupted, Ray shut down, exit 143)
+                if callable(sigterm) and threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, sigterm)
+            self.session_dir = str(info.address_info.get("session_dir") or "") or None
+            if self.session_dir:
+                note_in_held_locks(ray_session_dir=self.session_dir)
         return self
 
     def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs:
         from llmops.training import loop as training
 
-        return training.fit(cfg, task)
+        return in_thread(training.fit, cfg, task)
 
     def __exit__(self, *exc) -> None:
         if self._started:
             import ray
 
-            ray.shutdown()
             self._started = False
+            try:
+                ray.shutdown()
+            finally:
+                if self.session_dir:  # what ray.shutdown left behind (agents, stray workers)
+                    end_processes_mentioning(self.session_dir)

@@ -37,12 +37,13 @@ def plan(recipe: str, overrides: list[str], *, out: Optional[Path] = None, fmt: 
 
     cfg, _ = compose(recipe, overrides)
     job = strip_hydra(cfg)
-    steps = engine.plan(job)
+    config = secrets.mask(job)  # remembers the config's secrets first: the steps are scrubbed of them
+    steps = secrets.scrub_tree(engine.plan(job))
     report = {
         "recipe": str(job.recipe),
         "run_id": str(job.run_id),
         "run_dir": str(Path(str(job.paths.output_root)) / str(job.run_id)),
-        "config": secrets.mask(job),
+        "config": config,
         "stages": steps,
     }
     objects = [o for s in steps for o in s.get("objects", [])]

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from llmops.core import secrets
 from llmops.core.errors import ConfigError
 from llmops.core.names import path_component_problem
-from llmops.core.tree import flatten
+from llmops.core.tree import flatten, raw_items
+
+# keys whose value becomes part of a name, a path, a label, an annotation, a URL or a prompt:
+# a secret there would be printed, saved and sent in the clear, so a secret is refused there
+NO_SECRET_KEYS = (
+    "recipe", "run_name", "run_id", "paths.*",
+    "serving.name", "serving.namespace", "serving.runtime_name", "serving.secret_name",
+    "serving.image", "serving.transformer_image", "serving.labels.*", "serving.annotations.*",
+    "smoke_test.prompt",
+    "storage.bucket", "storage.prefix", "storage.root", "storage.endpoint_url", "storage.pvc_name",
+    "storage.mount_path",
+    "cluster.name", "cluster.namespace", "cluster.image", "cluster.address", "cluster.dashboard_url",
+    "cluster.labels.*", "cluster.local_queue",
+    "model.name_or_path", "model.tokenizer", "dataset.name",
+)
 
 # names that become a folder (run directory, checkpoints, model folder), an object-key segment
 # (s3://bucket/prefix/<run_id>/), a lock file name and Kubernetes names/labels (made from them)
@@ -29,7 +45,7 @@ class Checker:
     def add(self, key: str, message: str) -> None:
         origin = self.source.origin(key) if self.source is not None else "config"
         value = self.get(key)
-        shown = value if not isinstance(value, str) else repr(value)
+        shown = value if not isinstance(value, str) else repr(secrets.scrub(value))
         self.problems.append(f"{key} = {shown} (from {origin}): {message}")
 
     def value(self, key: str) -> Any:
@@ -80,6 +96,21 @@ def check_names(c: Checker) -> None:
         if why:
             c.add(key, f"{why}; it names the run's folder, its storage prefix and its "
                        "Kubernetes objects")
+def check_no_secret_in_names(c: Checker) -> None:
+    """A secret (llmops.core.secrets: by key, by environment variable name, or `${llmops.secret:}`)
+    must not become part of a name, path, label, URL or prompt (`NO_SECRET_KEYS`)."""
+    found = [v for v in secrets.secret_values(c.cfg)]
+    if not found:
+        return
+    for key, _ in raw_items(c.cfg):
+        if not any(fnmatch.fnmatchcase(key, pat) for pat in NO_SECRET_KEYS):
+            continue
+        value = c.get(key)
+        if isinstance(value, str) and any(s in value for s in found):
+            c.add(key, "a value without a secret in it: this key becomes part of a name, path, "
+                  "label, URL or prompt, which are printed, saved and sent in the clear (the "
+                  "secret comes from a secret-named ${oc.env:...} variable, ${llmops.secret:...} "
+                  "or a secret-named key; see docs/security.md)")
 
 
 def validate(cfg: DictConfig, source: Any = None, checks: Sequence[Callable[["Checker"], None]] = ()) -> None:
@@ -90,7 +121,7 @@ def validate(cfg: DictConfig, source: Any = None, checks: Sequence[Callable[["Ch
     """
     problems = _resolution_problems(cfg, source)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([secrets.scrub(p) for p in problems])
     c = Checker(cfg, source)
     check_names(c)
     stages = [str(s.value if hasattr(s, "value") else s) for s in c.get("stages")]
@@ -98,7 +129,8 @@ def validate(cfg: DictConfig, source: Any = None, checks: Sequence[Callable[["Ch
         c.add("stages", "each stage at most once")
     if not stages:
         c.add("stages", "at least one stage")
+    check_no_secret_in_names(c)
     for check in checks:
         check(c)
     if c.problems:
-        raise ConfigError(c.problems)
+        raise ConfigError([secrets.scrub(p) for p in c.problems])

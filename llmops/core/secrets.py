@@ -1,23 +1,34 @@
 """Secret masking for every config that is printed, saved, logged, shipped or rendered.
 
-A value is secret when its key looks like one (``*secret*``, ``*password*``, ``*token*``,
-``*_key``/``*key_*``/``*apikey*``/``X-Api-Key``, ``authorization``, ``credentials``) and it is a
-non-empty string (flags and numbers such as ``token_auth: true`` or ``max_new_tokens: 20`` are not
-secrets, nor is a toleration's ``key``), or when it came from the environment through
-``${oc.env:...}`` - directly, inside a longer string, or through another interpolation. Masked
-values are replaced by ``MASK``; the real values are remembered, so that any other string that
-carries one (a URL, a header, a log line, an error message) is scrubbed as well.
+A value is secret when
+  - its key looks like one (``*secret*``, ``*password*``, ``*token*``, ``*_key``/``*key_*``/
+    ``*apikey*``/``X-Api-Key``, ``authorization``, ``credentials``) and it is a non-empty string
+    (flags and numbers such as ``token_auth: true`` or ``max_new_tokens: 20`` are not secrets,
+    nor is a toleration's ``key``);
+  - it comes from an environment variable whose *name* says so (``is_secret_env_name``:
+    ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``, ``*_KEY``, ``AWS_ACCESS_KEY_ID``, ...) through
+    ``${oc.env:NAME}`` - directly, inside a longer string, or through another interpolation;
+  - or it comes through ``${llmops.secret:NAME}``, which reads environment variable NAME and marks
+    its value secret whatever the name.
+Any other environment value (``${oc.env:AWS_S3_ENDPOINT}``, a bucket) is an ordinary value, shown
+and usable everywhere.
+
+Masked values are replaced by ``MASK``; the real values are remembered, so that any other string
+that carries one (a URL, a header, a log line, an error message) is scrubbed as well.
+``secret_values(cfg)`` lists a config's secrets, for the checks that refuse one where it would
+become part of a name, a path, a label or a prompt (llmops.config.validate).
 
 ``install_log_filter()`` scrubs every log record as it is made (so handlers added later are
 covered too) and also adds a filter to the root logger's handlers; it also remembers the values of
-secret-named environment variables (``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN``, ``*_PASSWORD``, ...).
+secret-named environment variables.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -31,21 +42,52 @@ SECRET_KEY = re.compile(
 NOT_SECRET_KEYS = {"token_auth", "secret_name", "existing_secret", "pass_secrets", "max_new_tokens",
                    "tokens", "tokens_per_s", "tokenizer", "train_tokenizer_vocab"}
 ENV_INTERP = re.compile(r"\$\{oc\.env:")
+ENV_NAMES = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)")
+SECRET_RESOLVER = "llmops.secret"
+SECRET_INTERP = re.compile(r"\$\{llmops\.secret:")
 
 _known_secrets: set[str] = set()
 
 
-# environment variables that hold secrets: their values are remembered (and so scrubbed from
-# logs), and an env entry taking its value from one (${oc.env:NAME}) reaches pods only through a
-# Secret (llmops.k8s.secret_env). *SECRET*, *TOKEN* (not TOKENIZER*/TOKENS), *PASSWORD*,
-# *CREDENTIAL*, *_KEY, *API_KEY*, *ACCESS_KEY_ID.
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN(?!IZER|S)|CREDENTIAL|API_?KEY|"
-                        r"ACCESS_KEY(_ID)?$|_KEY$)", re.IGNORECASE)
+# environment variable names that say their value is secret: their values are remembered (and so
+# scrubbed from logs), masked, and reach pods only through a Secret (llmops.k8s.secret_env)
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN(?!IZER|S)|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|"
+                        r"_KEY$|_KEY_ID$|^KEY_|AUTH$|AUTHORIZATION|SESSION)", re.IGNORECASE)
+# ... but these name a setting, a file or a place, not a secret
+NOT_SECRET_ENV = re.compile(r"(^TOKENIZERS_|_(FILE|PATH|DIR|NAME|ID_FILE|URL|ENDPOINT|REGION)$)",
+                            re.IGNORECASE)
 
 
-def is_secret_env(name: str) -> bool:
-    """True when environment variable `name` looks like it holds a secret."""
-    return bool(SECRET_ENV.search(str(name)))
+def is_secret_env_name(name: str) -> bool:
+    """An environment variable whose name says it holds a secret (`AWS_SECRET_ACCESS_KEY`,
+    `HF_TOKEN`, `AWS_SESSION_TOKEN`, `DB_PASSWORD`, `OPENAI_API_KEY`, ...); not
+    `TOKENIZERS_PARALLELISM`, `AWS_S3_ENDPOINT`, `*_FILE`."""
+    name = str(name)
+    return bool(SECRET_ENV.search(name)) and not NOT_SECRET_ENV.search(name)
+
+
+def carries_secret_source(raw: Any) -> bool:
+    """A raw (unresolved) config string that takes a secret in: `${llmops.secret:...}` or
+    `${oc.env:NAME}` with a secret-looking NAME."""
+    if not isinstance(raw, str):
+        return False
+    return bool(SECRET_INTERP.search(raw)) or any(is_secret_env_name(n) for n in ENV_NAMES.findall(raw))
+
+
+def secret_resolver(name: str) -> str:
+    """`${llmops.secret:NAME}`: the value of environment variable NAME, marked secret."""
+    name = str(name).strip()
+    if name not in os.environ:
+        raise ValueError(f"${{{SECRET_RESOLVER}:{name}}}: environment variable {name} is not set")
+    value = os.environ[name]
+    remember(value)
+    return value
+
+
+def register_resolver() -> None:
+    """Register `${llmops.secret:NAME}` with OmegaConf (idempotent; done when this module loads)."""
+    if not OmegaConf.has_resolver(SECRET_RESOLVER):
+        OmegaConf.register_new_resolver(SECRET_RESOLVER, secret_resolver)
 
 
 def is_secret_key(key: str) -> bool:
@@ -57,11 +99,9 @@ def is_secret_key(key: str) -> bool:
 
 def remember_env(environ: Any = None) -> int:
     """Remember the values of secret-named environment variables; returns how many."""
-    import os
-
     n = 0
     for name, value in (os.environ if environ is None else environ).items():
-        if is_secret_env(name) and isinstance(value, str) and len(value) >= 8 \
+        if is_secret_env_name(name) and isinstance(value, str) and len(value) >= 8 \
                 and value.lower() not in ("true", "false"):
             remember(value)
             n += 1
@@ -90,39 +130,48 @@ def scrub(text: str) -> str:
 def mask(cfg: Any, *, resolve: bool = True) -> Any:
     """A plain container of `cfg` with secrets masked (and remembered for scrubbing)."""
     if isinstance(cfg, (DictConfig, ListConfig)):
-        _collect(cfg, "")  # first remember every secret, so that copies elsewhere are caught too
+        _collect(cfg, "", remember)  # first remember every secret, so copies elsewhere are caught
         return _mask_node(cfg, "", resolve)
     _collect_plain(cfg, "")
     return _mask_plain(cfg, "")
 
 
-def _collect(node: Any, key: str) -> None:
+def secret_values(cfg: Any) -> set[str]:
+    """The secret values of a config (see the module docstring), remembered for scrubbing too."""
+    found: set[str] = set()
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        _collect(cfg, "", found.add)
+    for v in found:
+        remember(v)
+    return {v for v in found if v in _known_secrets}
+
+
+def _collect(node: Any, key: str, sink: Callable[[str], None]) -> None:
     if isinstance(node, DictConfig):
         for k in node.keys():
             if k == "hydra" and key == "":
                 continue
-            _collect_leaf(node._get_node(k), str(k))
+            _collect_leaf(node._get_node(k), str(k), sink)
     elif isinstance(node, ListConfig):
         for i in range(len(node)):
-            _collect_leaf(node._get_node(i), key)
+            _collect_leaf(node._get_node(i), key, sink)
 
 
-def _collect_leaf(child: Any, key: str) -> None:
+def _collect_leaf(child: Any, key: str, sink: Callable[[str], None]) -> None:
     if isinstance(child, (DictConfig, ListConfig)):
-        _collect(child, key)
+        _collect(child, key, sink)
         return
     if child is None:
         return
     raw = child._value()
-    from_env = isinstance(raw, str) and bool(ENV_INTERP.search(raw))
-    if not (from_env or is_secret_key(key)):
+    if not (carries_secret_source(raw) or is_secret_key(key)):
         return
     try:
         value = child._dereference_node()._value() if child._is_interpolation() else raw
     except Exception:
         return
     if isinstance(value, str) and value and not ENV_INTERP.search(value):
-        remember(value)
+        sink(value)
 
 
 def _collect_plain(obj: Any, key: str) -> None:
@@ -152,7 +201,7 @@ def _mask_node(node: Any, key: str, resolve: bool) -> Any:
 
 def _mask_child(parent: Any, child: Any, key: str, resolve: bool) -> Any:
     raw = child._value() if child is not None else None
-    if isinstance(raw, str) and ENV_INTERP.search(raw):
+    if carries_secret_source(raw):
         try:
             remember(str(child._dereference_node()._value()))
         except Exception:
@@ -187,6 +236,16 @@ def _mask_plain(obj: Any, key: str) -> Any:
     if isinstance(obj, str):
         return scrub(obj)
     return obj
+
+
+def scrub_tree(obj: Any) -> Any:
+    """A copy of a plain tree (dicts, lists) with every remembered secret scrubbed from its
+    strings; keys decide nothing here (a manifest's placeholders stay as they are)."""
+    if isinstance(obj, dict):
+        return {k: scrub_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_tree(v) for v in obj]
+    return scrub(obj) if isinstance(obj, str) else obj
 
 
 def masked_yaml(cfg: Any) -> str:
@@ -240,3 +299,6 @@ def install_log_filter() -> None:
     for h in root.handlers:
         if not any(isinstance(f, ScrubFilter) for f in h.filters):
             h.addFilter(ScrubFilter())
+
+
+register_resolver()

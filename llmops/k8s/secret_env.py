@@ -2,7 +2,7 @@
 
 An environment entry (``cluster.envs.K``, ``serving.env.K``) holds a secret when its key says so
 (``llmops.core.secrets.is_secret_key``: ``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``, ...) or its value
-is ``${oc.env:NAME}`` with a secret-looking NAME (``llmops.core.secrets.is_secret_env``). Such an
+is ``${oc.env:NAME}`` with a secret-looking NAME (``llmops.core.secrets.is_secret_env_name``). Such an
 entry reaches the container as ``valueFrom.secretKeyRef`` (key ``K``) of
 
 - a Secret llmops makes (``<object name>-env``): rendered with ``${env:NAME}`` placeholders, filled
@@ -66,7 +66,7 @@ def split_env(node: Any, key: str, secret_key: str, default_name: str,
     bad = []
     for k, v in raw.items():
         m = ENV_REF.match(v) if isinstance(v, str) else None
-        from_env_secret = bool(m) and secrets.is_secret_env(m.group(1))
+        from_env_secret = bool(m) and secrets.is_secret_env_name(m.group(1))
         if not (secrets.is_secret_key(str(k)) or from_env_secret):
             out.plain[str(k)] = str(node[k])  # resolved: ${oc.env:AWS_S3_ENDPOINT} stays literal
         elif existing:

@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from llmops.config.paths import absolute_paths
 from llmops.core import secrets
-from llmops.core.errors import LLMOpsError, StageError
+from llmops.core.errors import LLMOpsError, StageError, signal_name, signal_of
 from llmops.core.io import atomic_write_json, atomic_write_text
 from llmops.pipeline import stages
 from llmops.pipeline.stages import StageDef, selected
-from llmops.run import RunContext, State
+from llmops.run import RunContext, RunLock, State
 from llmops.run.provenance import provenance
 from llmops.run.rundir import CONFIG_FILE, OVERRIDES_FILE, PROVENANCE_FILE, STATE_FILE
 
@@ -170,8 +170,11 @@ def _run_stage(cfg: DictConfig, ctx: RunContext, d: StageDef, fp: str) -> None:
     state.save()
     try:
         outputs = d.run(cfg, ctx)
-    except KeyboardInterrupt:
-        st.update({"status": "failed", "error": "interrupted (Ctrl-C)"})
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (llmops.cli turns it into Interrupted)
+        how = signal_name(signal_of(e))
+        st.update({"status": "interrupted", "error": f"interrupted by {how}",
+                   "interrupted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "seconds": round(time.time() - t0, 2)})
         state.save()
         raise
     except Exception as e:
@@ -196,8 +199,23 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Optional[list[str]] = None
     in line order, then their cleanups."""
     line = stages.LINE if line is None else line
     absolute_paths(cfg)
+    with RunLock(Path(run_dir).resolve()):  # one process at a time runs stages in a run directory
+        return _run_locked(cfg, run_dir, overrides, recipe_path, line)
+
+
+def _note_stale(state: State) -> None:
+    """A stage still `running` in state.json was left so by a process that was killed."""
+    for name, st in state.data["stages"].items():
+        if st.get("status") == "running":
+            log.warning("stage %s: state.json says 'running', but the process that ran it ended "
+                        "without finishing (killed?); running it again", name)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, overrides: Optional[list[str]],
+                recipe_path: Optional[Path], line: Sequence[StageDef]) -> RunResult:
     ctx = open_run(cfg, run_dir)
     state = ctx.state
+    _note_stale(state)
     secrets.install_log_filter()
     _write_run_files(cfg, ctx, overrides or [], recipe_path)
     chosen = selected(cfg, line)

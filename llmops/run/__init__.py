@@ -6,7 +6,7 @@ sweep summary, the Ray launcher); each stage's outputs are a dataclass (`llmops.
 
 from llmops.run.outputs import (OUTPUT_TYPES, DataOutputs, DeployOutputs, ExportOutputs, Outputs,
                                 SmokeOutputs, TrainingTask, TrainOutputs)
-from llmops.run.rundir import STATE_FILE, RunContext, RunDir, State
+from llmops.run.rundir import STATE_FILE, RunContext, RunDir, RunLock, State
 
 __all__ = ["OUTPUT_TYPES", "DataOutputs", "DeployOutputs", "ExportOutputs", "Outputs", "SmokeOutputs",
-           "TrainingTask", "TrainOutputs", "STATE_FILE", "RunContext", "RunDir", "State"]
+           "TrainingTask", "TrainOutputs", "STATE_FILE", "RunContext", "RunDir", "RunLock", "State"]

@@ -5,11 +5,16 @@
     config.yaml     the resolved config, secrets masked
     overrides.yaml  the command-line overrides, secrets masked
     provenance.json recipe, hashes, versions, git commit, masked config
+    run.lock        while a process runs the line here: its pid, host, start time (RunLock)
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -22,6 +27,9 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 PROVENANCE_FILE = "provenance.json"
+LOCK_FILE = "run.lock"
+
+log = logging.getLogger("llmops")
 
 O = TypeVar("O", bound=Outputs)
 
@@ -178,3 +186,148 @@ class RunContext:
         if not self.dry_run:
             p.mkdir(parents=True, exist_ok=True)
         return p
+
+
+# ------------------------------------------------------------------------------------ the lock
+class RunLock:
+    """`with RunLock(run_dir):` - this process alone runs stages in `run_dir`.
+
+    An exclusive `flock` on `run_dir/run.lock`, which records who holds it (pid, host, start
+    time, and what it started: `note(ray_session_dir=...)`). The kernel drops the lock when its
+    process dies however it dies, so a lock file left by a killed process is taken over (and what
+    that process started and left running is ended); a lock held by a live process refuses at once,
+    naming it. The file is removed when the holder lets go.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: Optional[int] = None
+        self.info: dict = {}
+        self.previous: Optional[dict] = None  # what a dead holder left, when taken over
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_info(fd)
+                os.close(fd)
+                raise LLMOpsError(
+                    f"{self.path.parent}: another llmops process is running stages here "
+                    f"({_describe_holder(holder)}); wait for it to end, or stop it, then rerun "
+                    f"(`llmops resume {self.path.parent}`)") from None
+            # the holder before us may have removed the file between our open and our lock
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        left = _lock_info(fd)
+        if left:
+            self.previous = left
+            log.warning("%s: taking over the lock of %s, which ended without letting go",
+                        self.path, _describe_holder(left))
+            session = left.get("ray_session_dir")
+            if session:
+                n = end_processes_mentioning(session)
+                if n:
+                    log.warning("%s: ended %d process(es) of Ray session %s that process left running",
+                                self.path, n, session)
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(),
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._write()
+        _HELD.append(self)
+        return self
+
+    def note(self, **info: Any) -> None:
+        """Record what this run started (say, a Ray session dir), for a later run to clean up."""
+        if self.fd is None:
+            return
+        self.info.update(info)
+        self._write()
+
+    def _write(self) -> None:
+        data = json.dumps(self.info).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+        os.fsync(self.fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)  # before unlocking: no one can lock the old file after us
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)  # drops the flock
+        self.fd = None
+        if self in _HELD:
+            _HELD.remove(self)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+_HELD: list[RunLock] = []
+
+
+def note_in_held_locks(**info: Any) -> None:
+    """Record `info` in the lock of every run directory this process holds (what it started)."""
+    for lock in list(_HELD):
+        lock.note(**info)
+
+
+def _lock_info(fd: int) -> dict:
+    try:
+        raw = os.pread(fd, 64 * 1024, 0)
+        info = json.loads(raw) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {"pid": "?", "note": "unreadable run.lock"}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe_holder(info: dict) -> str:
+    if not info:
+        return "a process that has not written its name yet"
+    return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, "
+            f"started {info.get('started', '?')}")
+
+
+def end_processes_mentioning(needle: str, *, timeout_s: float = 10.0) -> int:
+    """End (SIGTERM, then SIGKILL after `timeout_s`/2) every process of this user whose command
+    line mentions `needle` (a Ray session dir: its raylet, GCS, agents and workers), except this
+    process. Returns how many there were."""
+    import psutil
+
+    me = os.getpid()
+    procs = []
+    for p in psutil.process_iter(["pid", "cmdline", "uids"]):
+        try:
+            if p.pid != me and p.info["uids"] and p.info["uids"].real == os.getuid() \
+                    and needle in " ".join(p.info["cmdline"] or ()):
+                procs.append(p)
+        except (psutil.Error, TypeError):
+            continue
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s / 2)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=timeout_s / 2)
+    return len(procs)

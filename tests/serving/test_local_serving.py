@@ -62,11 +62,11 @@ def test_models_health_and_bad_requests(served):
     code, body = _get(url + "/v1/models")
     assert code == 200 and [m["id"] for m in body["data"]] == ["tiny"]
     code, body = _post(url + "/v1/completions", b"{not json")
-    assert code == 400 and "not a JSON object" in body["message"]
+    assert code == 400 and "expected a JSON object" in body["error"]["message"]
     code, body = _post(url + "/v1/completions", json.dumps({"prompt": "x", "max_tokens": -1}).encode())
-    assert code == 400 and "max_tokens" in body["message"]
+    assert code == 400 and "max_tokens" in body["error"]["message"]
     code, body = _post(url + "/v1/completions", json.dumps({"prompt": ""}).encode())
-    assert code == 400 and "prompt" in body["message"]
+    assert code == 400 and "prompt" in body["error"]["message"]
     with pytest.raises(LLMOpsError, match=r"HTTP 404 .*The model `other` does not exist"):
         client.complete(url, "hi", model="other", retries=0)
 
@@ -143,3 +143,121 @@ def test_llmops_serve_and_call_run_dir(exported, tmp_path, free_port):
         p.terminate()
         p.wait(timeout=30)
     assert not (run / "serve.json").exists()  # SIGTERM stops it cleanly
+
+
+# ------------------------------------------------------------------ malformed requests: 4xx, JSON
+@pytest.fixture(scope="module")
+def own_tiny_model_dir(tmp_path_factory):
+    """A random tiny GPT-2 (64 positions) with a BPE trained here by llmops's own tokenizer
+    trainer: no downloaded files needed."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmops.data import train_tokenizer
+
+    out = tmp_path_factory.mktemp("own-tiny-gpt2")
+    rows = [f"The module provides function number {i} for the history of testing." for i in range(200)]
+    train_tokenizer(rows, 320, out, model_max_length=64)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=320, n_layer=1, n_head=2, n_embd=32, n_positions=64)
+                    ).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def own_served(own_tiny_model_dir):
+    with server.BackgroundServer(server.LocalModel(own_tiny_model_dir), "tiny") as url:
+        yield url
+
+
+def _raw(url: str, request: bytes) -> tuple[int, dict, dict]:
+    """Send raw bytes, read the whole answer (the connection is closed after it): (status,
+    headers, JSON body). A dropped connection or a body that is not JSON fails the test."""
+    import socket
+
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(request)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data, "the server dropped the connection without an answer"
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    n = int(headers.get("content-length", len(body)))
+    return int(lines[0].split()[1]), headers, json.loads(body[:n])
+
+
+def _request(method: str, path: str, body: bytes | None = None, length: str | None = "auto",
+             extra: str = "") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}"
+    if body is not None and length == "auto":
+        head += f"Content-Length: {len(body)}\r\n"
+    elif length not in (None, "auto"):
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode() + (body or b"")
+
+
+C = "/v1/completions"
+MALFORMED = [
+    ("not JSON", _request("POST", C, b"{not json"), 400, "body"),
+    ("a JSON list", _request("POST", C, b"[1, 2]"), 400, "expected a JSON object"),
+    ("a JSON string", _request("POST", C, b'"hi"'), 400, "expected a JSON object"),
+    ("not UTF-8", _request("POST", C, b'{"prompt": "\xff\xfe"}'), 400, "UTF-8"),
+    ("nested too deep", _request("POST", C, b"[" * 200000), 400, "body"),
+    ("prompt a number", _request("POST", C, b'{"prompt": 5}'), 400, "prompt"),
+    ("prompt a list of numbers", _request("POST", C, b'{"prompt": [1, 2]}'), 400, "prompt"),
+    ("max_tokens a string", _request("POST", C, b'{"prompt": "x", "max_tokens": "3"}'), 400, "max_tokens"),
+    ("max_tokens negative", _request("POST", C, b'{"prompt": "x", "max_tokens": -1}'), 400, "max_tokens"),
+    ("max_tokens huge", _request("POST", C, b'{"prompt": "x", "max_tokens": 1000000000000}'), 400, "max_tokens"),
+    ("max_tokens a float", _request("POST", C, b'{"prompt": "x", "max_tokens": 2.5}'), 400, "max_tokens"),
+    ("max_tokens a bool", _request("POST", C, b'{"prompt": "x", "max_tokens": true}'), 400, "max_tokens"),
+    ("temperature NaN", _request("POST", C, b'{"prompt": "x", "temperature": NaN}'), 400, "NaN"),
+    ("temperature Infinity", _request("POST", C, b'{"prompt": "x", "temperature": Infinity}'), 400, "Infinity"),
+    ("temperature overflowing to inf", _request("POST", C, b'{"prompt": "x", "temperature": 1e999}'), 400,
+     "temperature"),
+    ("temperature negative", _request("POST", C, b'{"prompt": "x", "temperature": -0.5}'), 400, "temperature"),
+    ("temperature a string", _request("POST", C, b'{"prompt": "x", "temperature": "hot"}'), 400, "temperature"),
+    ("seed a string", _request("POST", C, b'{"prompt": "x", "seed": "s"}'), 400, "seed"),
+    ("prompt longer than the context", _request("POST", C, json.dumps({"prompt": "history " * 200}).encode()),
+     400, "context"),
+    ("unknown model", _request("POST", C, b'{"prompt": "x", "model": "other"}'), 404, "does not exist"),
+    ("body too large", _request("POST", C, None, length=str(server.MAX_BODY + 1)), 413, "more than"),
+    ("Content-Length not a number", _request("POST", C, None, length="lots"), 400, "Content-Length"),
+    ("no Content-Length", _request("POST", C, None, length=None), 411, "Content-Length"),
+    ("chunked body", _request("POST", C, b"5\r\nhello\r\n0\r\n\r\n", length=None,
+                              extra="Transfer-Encoding: chunked\r\n"), 411, "Content-Length"),
+    ("unknown path", _request("POST", "/v1/chat/nothing", b"{}"), 404, "no route"),
+    ("unknown path GET", _request("GET", "/admin"), 404, "no route"),
+    ("GET on completions", _request("GET", C), 405, "not allowed"),
+    ("DELETE on completions", _request("DELETE", C), 405, "not allowed"),
+    ("PUT on models", _request("PUT", "/v1/models", b"{}"), 405, "not allowed"),
+    ("POST on health", _request("POST", "/health", b"{}"), 405, "not allowed"),
+    ("garbage request line", b"HELLO THERE\r\n\r\n", 400, ""),
+]
+
+
+@pytest.mark.parametrize("what,request_bytes,code,says", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_request_gets_a_4xx_json_error(own_served, what, request_bytes, code, says):
+    status, headers, body = _raw(own_served, request_bytes)
+    assert status == code, body
+    assert headers["content-type"] == "application/json"
+    err = body["error"]
+    assert isinstance(err["message"], str) and err["message"] and isinstance(err["type"], str) and err["type"]
+    assert says in err["message"]
+    if code == 405:
+        assert headers["allow"] in ("GET", "POST")
+
+
+def test_server_still_serves_after_malformed_requests(own_served):
+    for _, request_bytes, _, _ in MALFORMED:
+        _raw(own_served, request_bytes)
+    status, _, body = _raw(own_served, _request("POST", C, b'{"prompt": "The module", "max_tokens": 3, '
+                                                          b'"temperature": 0}'))
+    assert status == 200 and body["usage"]["completion_tokens"] <= 3
+    assert isinstance(body["choices"][0]["text"], str)
