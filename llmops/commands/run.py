@@ -72,7 +72,7 @@ def run(argv: list[str]) -> int:
 
     from llmops.core.errors import LLMOpsError
     from llmops.pipeline.checks import compose
-    from llmops.pipeline.engine import foreign_dir_problem
+    from llmops.run.rundir import foreign_dir_problem
 
     cfg, _ = compose(str(recipe), overrides)
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False)

@@ -27,6 +27,7 @@ from llmops.core.io import atomic_write_json, atomic_write_text
 from llmops.pipeline import stages
 from llmops.pipeline.stages import StageDef, selected
 from llmops.run import RunContext, RunLock, State
+from llmops.run.rundir import foreign_dir_problem
 from llmops.run.provenance import provenance
 from llmops.run.rundir import CONFIG_FILE, OVERRIDES_FILE, PROVENANCE_FILE, STATE_FILE
 
@@ -82,29 +83,6 @@ def sweep_metric(cfg: DictConfig, state: State) -> Optional[float]:
     if state.status("train") != "done":
         return None
     return state.outputs("train").metric(str(OmegaConf.select(cfg, "sweep.metric", default="perplexity")))
-
-
-def foreign_dir_problem(run_dir: Path) -> Optional[str]:
-    """Why `run_dir` cannot be a run directory, or None: it is new, empty, a run directory
-    (state.json), or holds only what Hydra and the sweep launchers put there before the run
-    starts (job logs, the sweep job record)."""
-    from llmops.run.sweep import JOB_FILE
-
-    p = Path(run_dir)
-    if not p.exists() and not p.is_symlink():
-        return None
-    if not p.is_dir():
-        return f"run directory {p} exists and is not a folder"
-    if (p / STATE_FILE).is_file():
-        return None
-    other = sorted(e.name for e in p.iterdir()
-                   if not (e.is_file() and (e.suffix == ".log" or e.name == JOB_FILE)))
-    if not other:
-        return None
-    shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
-    return (f"run directory {p} is not empty ({shown}) and is not a run directory (no "
-            f"{STATE_FILE}): llmops writes {CONFIG_FILE}, {STATE_FILE} and stage outputs there; "
-            "choose a new or empty folder (hydra.run.dir=...)")
 
 
 def open_run(cfg: DictConfig, run_dir: Path) -> RunContext:
@@ -199,6 +177,9 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Optional[list[str]] = None
     in line order, then their cleanups."""
     line = stages.LINE if line is None else line
     absolute_paths(cfg)
+    why = foreign_dir_problem(run_dir)  # before the lock file is written there
+    if why:
+        raise LLMOpsError(why)
     with RunLock(Path(run_dir).resolve()):  # one process at a time runs stages in a run directory
         return _run_locked(cfg, run_dir, overrides, recipe_path, line)
 

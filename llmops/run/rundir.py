@@ -24,6 +24,7 @@ from llmops.core.io import atomic_write_json
 from llmops.run.outputs import OUTPUT_TYPES, Outputs, TrainingTask
 
 STATE_FILE = "state.json"
+SWEEP_JOB_FILE = "sweep_job.json"  # a sweep job's record (llmops.run.sweep), written before the run
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 PROVENANCE_FILE = "provenance.json"
@@ -331,3 +332,24 @@ def end_processes_mentioning(needle: str, *, timeout_s: float = 10.0) -> int:
             pass
     psutil.wait_procs(alive, timeout=timeout_s / 2)
     return len(procs)
+
+
+def foreign_dir_problem(run_dir: Path) -> Optional[str]:
+    """Why `run_dir` cannot be a run directory, or None: it is new, empty, a run directory
+    (state.json), or holds only what Hydra and the sweep launchers put there before the run
+    starts (job logs, the sweep job record)."""
+    p = Path(run_dir)
+    if not p.exists() and not p.is_symlink():
+        return None
+    if not p.is_dir():
+        return f"run directory {p} exists and is not a folder"
+    if (p / STATE_FILE).is_file():
+        return None
+    other = sorted(e.name for e in p.iterdir()
+                   if not (e.is_file() and (e.suffix == ".log" or e.name in (SWEEP_JOB_FILE, LOCK_FILE))))
+    if not other:
+        return None
+    shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+    return (f"run directory {p} is not empty ({shown}) and is not a run directory (no "
+            f"{STATE_FILE}): llmops writes {CONFIG_FILE}, {STATE_FILE} and stage outputs there; "
+            "choose a new or empty folder (hydra.run.dir=...)")

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmops.core.errors import LLMOpsError
-from llmops.run.rundir import RunDir
+from llmops.run.rundir import SWEEP_JOB_FILE, RunDir
 
 log = logging.getLogger("llmops")
 
-JOB_FILE = "sweep_job.json"
+JOB_FILE = SWEEP_JOB_FILE
 SUMMARY_CSV = "summary.csv"
 BEST_FILE = "best.json"
 PLOT_FILE = "sweep.png"
