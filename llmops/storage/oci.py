@@ -304,6 +304,7 @@ class RegistryClient:
 
     def __init__(self, registry: str, settings: OCISettings, *, environ: Optional[Mapping[str, str]] = None,
                  key: str = "storage.repository"):
+        """`key` names the setting that chose this registry in messages, e.g. "storage.repository='h/r'"."""
         self.registry = registry
         self.settings = settings
         self.key = key  # the config key that named this registry, for messages
@@ -324,6 +325,9 @@ class RegistryClient:
             handlers.append(urllib.request.HTTPSHandler(context=ctx))
         if is_loopback(registry):
             handlers.append(urllib.request.ProxyHandler({}))
+        elif settings.plain_http:
+            log.warning("OCI registry %s: plain HTTP to a host that is not loopback (storage.plain_http=true); "
+                        "credentials will not be sent", registry)
         self.opener = urllib.request.build_opener(*handlers)
 
     # -- credentials
@@ -343,7 +347,7 @@ class RegistryClient:
         hint = ""
         if isinstance(reason, ssl.SSLError) or "SSL" in text or "CERTIFICATE" in text:
             if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-                hint = "; the registry seems to speak plain HTTP: set storage.plain_http=true (loopback only)"
+                hint = "; the registry seems to speak plain HTTP: set storage.plain_http=true"
             elif "CERTIFICATE_VERIFY_FAILED" in text:
                 hint = "; its TLS certificate is not trusted: set storage.ca_bundle to its CA's PEM file"
             else:
@@ -406,7 +410,8 @@ class RegistryClient:
             try:
                 resp = self._send(method, url, headers or {}, body, timeout, sink)
             except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                if attempt >= attempts:
+                reason = getattr(e, "reason", e)
+                if attempt >= attempts or isinstance(reason, ssl.SSLError):  # TLS errors do not pass
                     raise self._unreachable(url, e, attempt) from None
                 log.warning("OCI registry %s: %s %s failed (%s); retrying", self.registry, method,
                             url.split("?")[0], type(getattr(e, "reason", e)).__name__)
@@ -469,9 +474,12 @@ class RegistryClient:
         try:
             with self.opener.open(req, timeout=self.settings.read_timeout_s) as r:
                 status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            with e:
+                status, body = e.code, b""
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise OCIError(f"{self._where()}: cannot reach its token service {realm_host} "
-                           f"({type(getattr(e, 'reason', e)).__name__})", code="Unreachable") from None
+                           f"({getattr(e, 'reason', e)})", code="Unreachable") from None
         if status in (401, 403):
             raise self._auth_error(status, f"the token service {realm_host} refused them")
         if status != 200:
@@ -509,6 +517,9 @@ class RegistryClient:
         key = key or self.key
         if resp.status in (401, 403):
             return self._auth_error(resp.status, detail, what)
+        if resp.status == 404 and code in ("MANIFEST_UNKNOWN", "BLOB_UNKNOWN"):
+            return OCIError(f"{what}: not in the registry ({detail}); expected an image pushed to "
+                            f"{key} before", status=404, code=code)
         if resp.status == 404 or code in ("NAME_UNKNOWN",):
             return OCIError(f"{what}: the registry {self.registry} does not know repository {repo!r} "
                             f"({detail or 'HTTP 404'}); expected an existing repository (or a registry "
@@ -883,7 +894,7 @@ def resolve_base(ref: str, settings: OCISettings, *, environ: Optional[Mapping[s
     """Fetch a base image's manifest and config (not its layers); an index picks linux/<this arch>."""
     registry, repo, reference = parse_reference(ref)
     # the same transport settings (plain_http, verify, ca_bundle) as storage.repository
-    client = RegistryClient(registry, settings, environ=environ, key="storage.base_image")
+    client = RegistryClient(registry, settings, environ=environ, key=f"storage.base_image={ref!r}")
     client.ping(repo, "pull")
     body, mt, _ = client.get_manifest(repo, reference, key="storage.base_image")
     doc = json.loads(body)
@@ -900,7 +911,8 @@ def resolve_base(ref: str, settings: OCISettings, *, environ: Optional[Mapping[s
     layers = []
     for d in doc.get("layers", []):
         if d.get("mediaType") not in TO_OCI_LAYER:
-            raise OCIError(f"storage.base_image={ref!r}: layer type {d.get('mediaType')!r}; expected a tar(+gzip) layer")
+            raise OCIError(f"storage.base_image={ref!r}: layer type {d.get('mediaType')!r}; "
+                           "expected a tar(+gzip) layer")
         layers.append(Blob(d["digest"], int(d["size"]), TO_OCI_LAYER[d["mediaType"]]))
     with tempfile.TemporaryDirectory(prefix="llmops-base-") as td:
         cpath = Path(td) / "config.json"
@@ -934,7 +946,7 @@ def push_image(image: Image, settings: OCISettings, tag: str, *,
     t0 = time.monotonic()
     check_tag(tag)
     registry, repo = parse_repository(settings.repository)
-    client = RegistryClient(registry, settings, environ=environ)
+    client = RegistryClient(registry, settings, environ=environ, key=settings.where())
     client.ping(repo)
     res = PushResult(f"{registry}/{repo}", tag, image.digest, files=image.files)
     base_client = None
@@ -950,7 +962,7 @@ def push_image(image: Image, settings: OCISettings, tag: str, *,
                 continue
             if base_client is None:
                 base_client = client if b.registry == registry else RegistryClient(
-                    b.registry, settings, environ=environ, key="storage.base_image")
+                    b.registry, settings, environ=environ, key=f"storage.base_image={settings.base_image!r}")
             with tempfile.TemporaryDirectory(prefix="llmops-base-") as td:
                 p = Path(td) / "blob"
                 base_client.get_blob(b.repo, blob.digest, p)
@@ -978,7 +990,7 @@ def push_dir(folder: Union[str, Path], settings: OCISettings, tag: str, *,
     before the model is packed."""
     check_tag(tag)
     registry, repo = parse_repository(settings.repository)
-    RegistryClient(registry, settings, environ=environ).ping(repo)
+    RegistryClient(registry, settings, environ=environ, key=settings.where()).ping(repo)
     base = resolve_base(settings.base_image, settings, environ=environ) if settings.base_image else None
     with tempfile.TemporaryDirectory(prefix="llmops-oci-", dir=workdir) as td:
         image = build_image(folder, Path(td), busybox=settings.busybox, base=base, tag=tag)
@@ -988,7 +1000,7 @@ def push_dir(folder: Union[str, Path], settings: OCISettings, tag: str, *,
 def check_registry(settings: OCISettings, *, environ: Optional[Mapping[str, str]] = None) -> None:
     """Preflight: the registry answers and accepts the credentials for push (raises OCIError)."""
     registry, repo = parse_repository(settings.repository)
-    RegistryClient(registry, settings, environ=environ).ping(repo)
+    RegistryClient(registry, settings, environ=environ, key=settings.where()).ping(repo)
 
 
 # ----------------------------------------------------------------------------------------- pull
@@ -997,7 +1009,7 @@ def pull_image(settings: OCISettings, reference: str, layout: Union[str, Path], 
     """Fetch settings.repository:`reference` (a tag or sha256 digest) into an OCI image layout,
     checking every digest."""
     registry, repo = parse_repository(settings.repository)
-    client = RegistryClient(registry, settings, environ=environ)
+    client = RegistryClient(registry, settings, environ=environ, key=settings.where())
     client.ping(repo, "pull")
     body, mt, digest = client.get_manifest(repo, reference)
     if mt not in (MEDIA_MANIFEST, DOCKER_MANIFEST):
@@ -1108,7 +1120,7 @@ class OCIStore:
     def exists(self, uri: str) -> bool:
         s, ref = self._split(uri)
         registry, repo = parse_repository(s.repository)
-        return RegistryClient(registry, s, environ=self.environ).manifest_digest(repo, ref) is not None
+        return RegistryClient(registry, s, environ=self.environ, key=s.where()).manifest_digest(repo, ref) is not None
 
     def serving_uri(self, uri: str) -> str:
         """oci://REGISTRY/REPO@sha256:... for `uri` (a tag is resolved to the digest it names)."""
@@ -1119,7 +1131,7 @@ class OCIStore:
         if lp is not None and lp.repository == s.repository and lp.tag == ref:
             return lp.uri
         registry, repo = parse_repository(s.repository)
-        d = RegistryClient(registry, s, environ=self.environ).manifest_digest(repo, ref)
+        d = RegistryClient(registry, s, environ=self.environ, key=s.where()).manifest_digest(repo, ref)
         if d is None:
             raise OCIError(f"{uri}: no such image in the registry (storage.repository)", status=404)
         return f"oci://{s.repository}@{d}"
