@@ -234,6 +234,9 @@ def test_htpasswd_registry_refuses_wrong_credentials_and_accepts_right_ones(
     assert digests(unpack(tmp_path / "pulled", tmp_path / "m", subdir="models")) == digests(src)
     assert PASSWORD not in caplog.text and wrong not in caplog.text
     assert base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode() not in caplog.text
+    for f in tmp_path.rglob("*"):  # nor in any file the push and pull wrote
+        if f.is_file() and not f.is_symlink():
+            assert PASSWORD.encode() not in f.read_bytes(), f
 
 
 def test_auth_file_from_registry_auth_file(htpasswd_registry, tmp_path, monkeypatch):
