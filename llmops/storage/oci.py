@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Mapping, Optional, Union
 
-from llmops.config import secrets
-from llmops.errors import LLMOpsError
+from llmops.core import secrets
+from llmops.core.errors import LLMOpsError
 from llmops.storage import MANIFEST
 
 log = logging.getLogger("llmops.storage.oci")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.errors import LLMOpsError
+from llmops.core.errors import LLMOpsError
 from llmops.storage.oci import (ENV_AUTH_FILE, ENV_PASSWORD, ENV_USERNAME, MEDIA_CONFIG, MEDIA_LAYER_GZIP,
                                 MEDIA_MANIFEST, OCISettings, OCIStore, build_image, pull_image, push_dir,
                                 unpack)
