@@ -39,7 +39,6 @@ import platform
 import re
 import shutil
 import ssl
-import stat
 import struct
 import tarfile
 import tempfile
@@ -53,7 +52,7 @@ from typing import Any, BinaryIO, Mapping, Optional, Union
 
 from llmops.core import secrets
 from llmops.core.errors import LLMOpsError
-from llmops.storage import MANIFEST
+from llmops.storage.manifest import model_files
 
 log = logging.getLogger("llmops.storage.oci")
 
@@ -78,6 +77,8 @@ ENV_AUTH_FILE = "REGISTRY_AUTH_FILE"
 CRED_HINT = f"{ENV_USERNAME}/{ENV_PASSWORD} or {ENV_AUTH_FILE}"
 
 DEFAULT_BUSYBOX = "/bin/busybox"
+# image config label: the model files (relative path -> size, sha256), what `verify` returns
+LABEL_FILES = "io.llmops.files"
 SHELL_APPLETS = ("ln", "sh", "sleep")  # what KServe's modelcar sidecar runs
 MODELS_DIR = "models"  # the model lies under /models in the image
 DEFAULT_CMD = ["sh", "-c", "sleep infinity"]
@@ -742,35 +743,20 @@ def _elf_info(path: Path) -> tuple[str, bool]:
 
 
 def _model_entries(folder: Path) -> list[_Entry]:
-    """The model folder as layer entries under models/, sorted; symlinks are not followed."""
-    root = Path(os.path.realpath(folder))
+    """The model folder as layer entries under models/, sorted. No link is followed out of the
+    folder (see `llmops.storage.manifest.model_files`); a link to a file inside becomes a regular
+    file with that file's content, as in every other store."""
+    files = model_files(folder)
+    dirs = {PurePosixPath(rel).parents[i].as_posix() for rel in files
+            for i in range(len(PurePosixPath(rel).parents) - 1)}
     entries = [_Entry(MODELS_DIR, "dir", 0o755)]
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            found.append((p.relative_to(root).as_posix(), p))
-    for rel, p in sorted(found):
+    for rel in sorted(dirs | set(files)):
         name = f"{MODELS_DIR}/{rel}"
-        st = os.lstat(p)
-        if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(p)
-            resolved = os.path.realpath(p)
-            if not (resolved == str(root) or resolved.startswith(str(root) + os.sep)):
-                raise OCIError(f"{folder / rel}: a symlink to {target!r}, outside the model folder "
-                               f"{folder}; expected only files and links inside it (copy the file in)")
-            if not os.path.exists(resolved):
-                raise OCIError(f"{folder / rel}: a dangling symlink to {target!r}")
-            rel_target = os.path.relpath(resolved, os.path.realpath(p.parent))
-            entries.append(_Entry(name, "symlink", 0o777, target=Path(rel_target).as_posix()))
-        elif stat.S_ISDIR(st.st_mode):
+        if rel in dirs:
             entries.append(_Entry(name, "dir", 0o755))
-        elif stat.S_ISREG(st.st_mode):
-            if rel == MANIFEST or p.name.startswith(".llmops-tmp-"):
-                continue
-            entries.append(_Entry(name, "file", 0o755 if st.st_mode & 0o111 else 0o644, source=p))
         else:
-            raise OCIError(f"{folder / rel}: not a regular file, folder or symlink; expected a model folder")
+            p = files[rel]
+            entries.append(_Entry(name, "file", 0o755 if os.stat(p).st_mode & 0o111 else 0o644, source=p))
     return entries
 
 
@@ -871,6 +857,8 @@ def build_image(folder: Union[str, Path], layout: Union[str, Path], *, busybox: 
     model_layer = _write_layer(model_entries, blobs, files)
     layers.append(model_layer)
     history.append({"created_by": "llmops: model files under /models"})
+    inner = cfg.setdefault("config", {})
+    inner["Labels"] = {**(inner.get("Labels") or {}), LABEL_FILES: _canonical(files).decode()}
     if base is None:
         cfg["rootfs"]["diff_ids"] = [b.diff_id for b in layers]
     else:
@@ -1108,7 +1096,7 @@ class OCIStore:
         s, tag = self._split(uri)
         res = push_dir(local, s, tag, environ=self.environ)
         self.last_push = res
-        return {"version": 1, "files": res.files,
+        return {"version": 1, "files": res.files, "uri": res.uri,
                 "oci": {"repository": res.repository, "tag": tag, "digest": res.digest, "uri": res.uri}}
 
     def get_dir(self, uri: str, local: Union[str, Path]) -> Path:
@@ -1116,6 +1104,32 @@ class OCIStore:
         with tempfile.TemporaryDirectory(prefix="llmops-oci-") as td:
             pull_image(s, ref, td, environ=self.environ)
             return unpack(td, local, subdir=MODELS_DIR)
+
+    def verify(self, uri: str) -> dict:
+        """The manifest (files, and `uri` pinned by digest) of the image at `uri`, after checking
+        that its manifest and every blob it names are in the registry. Nothing large is
+        downloaded: the registry checked each blob's digest when it was pushed."""
+        s, ref = self._split(uri)
+        registry, repo = parse_repository(s.repository)
+        client = RegistryClient(registry, s, environ=self.environ, key=s.where())
+        client.ping(repo, "pull")
+        body, mt, digest = client.get_manifest(repo, ref)
+        if mt not in (MEDIA_MANIFEST, DOCKER_MANIFEST):
+            raise OCIError(f"{uri}: manifest type {mt!r}; expected an image manifest")
+        doc = json.loads(body)
+        for d in [doc["config"]] + list(doc.get("layers", [])):
+            if not client.blob_exists(repo, d["digest"]):
+                raise OCIError(f"{uri}: blob {d['digest']} named by the manifest is missing from the "
+                               "registry; push the model again", status=404, code="BLOB_UNKNOWN")
+        with tempfile.TemporaryDirectory(prefix="llmops-oci-") as td:
+            cpath = Path(td) / "config.json"
+            client.get_blob(repo, doc["config"]["digest"], cpath)
+            labels = (json.loads(cpath.read_text()).get("config") or {}).get("Labels") or {}
+        if LABEL_FILES not in labels:
+            raise OCIError(f"{uri}: not a model image built by llmops (no {LABEL_FILES} label in its config)")
+        pinned = f"oci://{s.repository}@{digest}"
+        return {"version": 1, "files": json.loads(labels[LABEL_FILES]), "uri": pinned,
+                "oci": {"repository": s.repository, "digest": digest, "uri": pinned}}
 
     def exists(self, uri: str) -> bool:
         s, ref = self._split(uri)
