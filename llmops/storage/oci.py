@@ -52,6 +52,7 @@ from typing import Any, BinaryIO, Mapping, Optional, Union
 
 from llmops.core import secrets
 from llmops.core.errors import LLMOpsError
+from llmops.storage.settings import section_values
 from llmops.storage.manifest import model_files
 
 log = logging.getLogger("llmops.storage.oci")
@@ -123,15 +124,7 @@ class OCISettings:
 
     @classmethod
     def from_config(cls, storage: Any) -> "OCISettings":
-        kw = {}
-        for n in cls.__dataclass_fields__:
-            try:
-                v = storage[n] if n in storage else None
-            except Exception:
-                v = None
-            if v is not None:
-                kw[n] = v
-        return cls(**kw)
+        return cls(**section_values(cls, storage))
 
     def where(self) -> str:
         return f"storage.repository={self.repository!r}"

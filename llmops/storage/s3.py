@@ -45,6 +45,7 @@ class S3Store:
         self._client = client
         self._client_lock = threading.Lock()
         self.last_stats = TransferStats()
+        self.known: dict[str, tuple[str, str, int]] = {}  # sha256 -> (bucket, key, size) put by this store
 
     @classmethod
     def from_config(cls, storage: Any) -> "S3Store":

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from llmops.core.errors import LLMOpsError
+from llmops.storage.settings import section_values
 from llmops.storage.manifest import MANIFEST
 
 log = logging.getLogger("llmops.storage.s3")
@@ -42,16 +43,7 @@ class S3Settings:
 
     @classmethod
     def from_config(cls, storage: Any) -> "S3Settings":
-        names = cls.__dataclass_fields__.keys()
-        kw = {}
-        for n in names:
-            try:
-                v = storage[n] if n in storage else None
-            except Exception:
-                v = None
-            if v is not None:
-                kw[n] = v
-        return cls(**kw)
+        return cls(**section_values(cls, storage))
 
     @property
     def threshold(self) -> int:
@@ -80,6 +72,7 @@ class TransferStats:
     bytes_sent: int = 0  # bodies of requests that succeeded (uploads: sent; downloads: received)
     bytes_failed: int = 0  # bodies of attempts that failed (at most this much was sent in vain)
     parts_reused: int = 0
+    files_copied: int = 0  # copied by the server from an object this store put before (CopyObject)
     retries: int = 0
     deleted: int = 0
     seconds: float = 0.0

@@ -36,6 +36,7 @@ from llmops.storage.s3_settings import TransferStats, parse_uri
 log = logging.getLogger("llmops.storage.s3")
 
 SHA_META = "llmops-sha256"  # object metadata key (x-amz-meta-llmops-sha256)
+COPY_MAX = 5 * 1024 ** 3  # CopyObject's limit; bigger files are sent
 
 
 def md5_b64(data: bytes) -> str:
@@ -90,6 +91,7 @@ def put_dir(st, local: Path, uri: str) -> dict:
             stats.files_skipped = len(files)
             stats.seconds = time.time() - t0
             log.info("%s: already complete (manifest matches), nothing sent", uri)
+            _remember(st, bucket, prefix, files)
             return json.loads(json.dumps(old))
         # from here on the prefix is incomplete until the new manifest lands
         st.call("delete", bucket, mkey, lambda: st.client.delete_object(Bucket=bucket, Key=mkey))
@@ -109,6 +111,7 @@ def put_dir(st, local: Path, uri: str) -> dict:
     log.info("%s: %d files (%.1f MB), %d to send, %d already there", uri, len(files),
              stats.bytes_total / 1e6, len(todo), stats.files_skipped)
 
+    todo = _copy_known(st, bucket, prefix, files, todo, stats)
     _upload_files(st, local, bucket, prefix, files, todo, stats)
 
     # every file is there with its size; then, and only then, the manifest
@@ -125,7 +128,36 @@ def put_dir(st, local: Path, uri: str) -> dict:
     stats.seconds = time.time() - t0
     log.info("%s: complete; sent %d files, %.1f MB in %.1f s (%d retries)", uri, stats.files_sent,
              stats.bytes_sent / 1e6, stats.seconds, stats.retries)
+    _remember(st, bucket, prefix, files)
     return manifest
+
+
+def _remember(st, bucket: str, prefix: str, files: dict) -> None:
+    """A later put_dir of this store may copy these objects server-side (see _copy_known)."""
+    for rel, meta in files.items():
+        st.known[meta["sha256"]] = (bucket, prefix + rel, meta["size"])
+
+
+def _copy_known(st, bucket: str, prefix: str, files: dict, todo: list[str], stats: TransferStats) -> list[str]:
+    """Files this store put earlier in the same bucket (same sha256 and size, e.g. the HF weights
+    again under caikit/artifacts/) are copied by the server (CopyObject): no byte crosses the
+    network again. Returns what is left to send."""
+    left = []
+    for rel in todo:
+        meta = files[rel]
+        src = st.known.get(meta["sha256"])
+        if src is None or src[0] != bucket or src[2] != meta["size"] or meta["size"] >= COPY_MAX:
+            left.append(rel)
+            continue
+        key = prefix + rel
+        st.call("copy to", bucket, key, lambda: st.client.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": src[0], "Key": src[1]},
+            MetadataDirective="REPLACE", Metadata={SHA_META: meta["sha256"]}), stats)
+        if remote_sha(st, bucket, key) != meta["sha256"]:  # the source changed since: send ours
+            left.append(rel)
+            continue
+        stats.add(files_sent=1, files_copied=1)
+    return left
 
 
 def _integrity(st, data: bytes) -> dict:
