@@ -211,6 +211,7 @@ class StorageKind(str, Enum):
     local = "local"
     s3 = "s3"
     pvc = "pvc"
+    oci = "oci"
 
 
 @dataclass
@@ -237,6 +238,13 @@ class StorageConfig:
     # pvc
     pvc_name: Optional[str] = None
     mount_path: Optional[str] = None  # where the PVC is mounted where the run writes
+    # oci: a modelcar image per layout, REGISTRY/REPO:<run_id>, served as oci://REGISTRY/REPO@sha256:...
+    # (credentials: LLMOPS_OCI_USERNAME/LLMOPS_OCI_PASSWORD or REGISTRY_AUTH_FILE in the environment;
+    # verify, ca_bundle, max_attempts, retry_base_s and the timeouts above apply to the registry too)
+    repository: Optional[str] = None  # REGISTRY/REPO, no tag: the run id is the tag
+    plain_http: bool = False  # http:// instead of https:// (a registry on loopback)
+    base_image: Optional[str] = None  # REGISTRY/REPO:TAG with sh, ln, sleep; None = busybox layer
+    busybox: str = "/bin/busybox"  # a static busybox for the shell layer (Debian: busybox-static)
 
 
 # --------------------------------------------------------------------------------------- serving

@@ -67,9 +67,11 @@ def _plan_train(cfg: DictConfig, ctx: RunContext) -> dict:
 
 
 def _run_train(cfg: DictConfig, ctx: RunContext) -> TrainOutputs:
+    from llmops import storage
     from llmops.clusters import get_backend
     from llmops.training import loop as training
 
+    storage.preflight(cfg, ctx.run_dir, ctx.run_id)  # reachable, writable: before any cluster work
     task = ctx.training_task()
     training.preflight(cfg, task.data)  # before any cluster is brought up
     with get_backend(cfg) as backend:

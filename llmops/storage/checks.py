@@ -64,17 +64,9 @@ def check(c: Checker) -> None:
                 "a size in MB >= 5")
         c.check("storage.max_concurrency", lambda v: isinstance(v, int) and 1 <= v <= 256,
                 "a number of parallel requests between 1 and 256")
-        c.check("storage.max_attempts", lambda v: isinstance(v, int) and 1 <= v <= 100,
-                "a number of tries between 1 and 100")
-        c.check("storage.retry_base_s", lambda v: v >= 0, "a delay in seconds >= 0")
-        c.check("storage.connect_timeout_s", lambda v: v > 0, "a timeout in seconds > 0")
-        c.check("storage.read_timeout_s", lambda v: v > 0, "a timeout in seconds > 0")
-        ca = c.get("storage.ca_bundle")
-        if ca is not None:
-            if not Path(str(ca)).expanduser().is_file():
-                c.add("storage.ca_bundle", "an existing PEM file with the endpoint's CA certificate")
-            if c.get("storage.verify") is False:
-                c.add("storage.ca_bundle", "unset when storage.verify=false (nothing is verified)")
+        check_transport(c)
+    if kind == "oci":
+        check_oci(c)
     if kind == "pvc":
         name = c.get("storage.pvc_name")
         p = dns1123_problem(name, 253) if name else "the PersistentVolumeClaim's name for storage=pvc"
@@ -83,3 +75,54 @@ def check(c: Checker) -> None:
         mp = c.get("storage.mount_path")
         if not mp or not str(mp).startswith("/"):
             c.add("storage.mount_path", "the absolute path where the claim is mounted, e.g. /mnt/models")
+
+
+def check_transport(c: Checker) -> None:
+    """Retries, timeouts and TLS of the endpoint (S3) or registry (OCI)."""
+    c.check("storage.max_attempts", lambda v: isinstance(v, int) and 1 <= v <= 100,
+            "a number of tries between 1 and 100")
+    c.check("storage.retry_base_s", lambda v: v >= 0, "a delay in seconds >= 0")
+    c.check("storage.connect_timeout_s", lambda v: v > 0, "a timeout in seconds > 0")
+    c.check("storage.read_timeout_s", lambda v: v > 0, "a timeout in seconds > 0")
+    ca = c.get("storage.ca_bundle")
+    if ca is not None:
+        if not Path(str(ca)).expanduser().is_file():
+            c.add("storage.ca_bundle", "an existing PEM file with the endpoint's CA certificate")
+        if c.get("storage.verify") is False:
+            c.add("storage.ca_bundle", "unset when storage.verify=false (nothing is verified)")
+
+
+def check_oci(c: Checker) -> None:
+    """storage=oci: repository REGISTRY/REPO (no tag, no credentials), base_image a reference."""
+    from llmops.core.secrets import remember, scrub
+    from llmops.storage.oci import OCIError, parse_reference, parse_repository
+
+    expected = "REGISTRY/REPO, e.g. 127.0.0.1:5000/models/quickstart or quay.io/team/models"
+    repo = c.get("storage.repository")
+    if not repo:
+        c.add("storage.repository", f"{expected} for storage=oci")
+    elif "@" in str(repo).removeprefix("oci://").split("/", 1)[0]:
+        userinfo = str(repo).removeprefix("oci://").split("/", 1)[0].rsplit("@", 1)[0]
+        for secret in (userinfo, userinfo.partition(":")[2]):
+            if secret:
+                remember(secret)  # never echoed: the problem does not show the value
+        origin = scrub(c.source.origin("storage.repository")) if c.source is not None else "config"
+        c.problems.append(f"storage.repository (from {origin}): holds credentials (USER:PASSWORD@); "
+                          f"expected {expected}; credentials come from LLMOPS_OCI_USERNAME/"
+                          "LLMOPS_OCI_PASSWORD or REGISTRY_AUTH_FILE in the environment")
+    else:
+        try:
+            parse_repository(str(repo))
+        except OCIError:
+            c.add("storage.repository", f"{expected}: a registry host[:port], then a repository path of "
+                  "lower-case letters, digits, '.', '_', '-'; no tag or digest (the run id is the tag)")
+    base = c.get("storage.base_image")
+    if base:
+        try:
+            parse_reference(str(base))
+        except OCIError:
+            c.add("storage.base_image", "REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:<64 hex> of an image "
+                  "with sh, ln and sleep")
+    if c.get("storage.plain_http") and c.get("storage.ca_bundle") is not None:
+        c.add("storage.ca_bundle", "unset when storage.plain_http=true (no TLS)")
+    check_transport(c)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from llmops import storage
 from llmops.core.errors import LLMOpsError
+from llmops.storage.manifest import copy_files
 from llmops.run import ExportOutputs, TrainOutputs
 
 log = logging.getLogger("llmops")
@@ -72,7 +73,8 @@ def save_hf(model, tokenizer, out: Path) -> None:
 def save_trained(cfg: DictConfig, model, tokenizer, provenance: Optional[dict], run_id: str,
                  work: Path) -> dict:
     """On rank 0: merge LoRA, write the HF layout, the Caikit layout (and the adapter) and put each
-    in the store. Returns {"model_uri", "caikit_uri"[, "adapter_uri"]}."""
+    in the store. Returns {"model_uri", "caikit_uri"[, "adapter_uri"]}, each pinned where the store
+    pins what it wrote (storage=oci: the image's digest, oci://REGISTRY/REPO@sha256:...)."""
     uris = storage.model_uris(cfg, run_id)
     store = storage.get_store(cfg)
     work = Path(work)
@@ -83,17 +85,20 @@ def save_trained(cfg: DictConfig, model, tokenizer, provenance: Optional[dict], 
             model.save_pretrained(str(work / "adapter"))
             tokenizer.save_pretrained(str(work / "adapter"))
             _write_provenance(work / "adapter", provenance)
-            store.put_dir(work / "adapter", uris["adapter"])
-            out["adapter_uri"] = uris["adapter"]
+            out["adapter_uri"] = _put(store, work / "adapter", uris["adapter"])
         model = model.merge_and_unload()
     save_hf(model, tokenizer, work / "hf")
     _write_provenance(work / "hf", provenance)
-    store.put_dir(work / "hf", uris["hf"])
+    out["model_uri"] = _put(store, work / "hf", uris["hf"])
     caikit = build_caikit(work / "hf", work / "caikit")
     _write_provenance(caikit, provenance)
-    store.put_dir(caikit, uris["caikit"])
-    out.update({"model_uri": uris["hf"], "caikit_uri": uris["caikit"]})
+    out["caikit_uri"] = _put(store, caikit, uris["caikit"])
     return out
+
+
+def _put(store, local: Path, uri: str) -> str:
+    """put_dir; the URI that pins what was stored."""
+    return storage.pinned_uri(store.put_dir(local, uri), uri)
 
 
 def _write_provenance(folder: Path, prov: Optional[dict]) -> None:
@@ -132,8 +137,7 @@ def build_caikit(hf_dir: Path, out: Path) -> Path:
     """out/config.yml + out/artifacts/<HF files>."""
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(hf_dir, out / "artifacts",
-                    ignore=shutil.ignore_patterns(storage.MANIFEST))
+    copy_files(hf_dir, out / "artifacts")  # no link followed out of hf_dir; the manifest left out
     (out / "config.yml").write_text(caikit_config(hf_dir))
     return out
 
@@ -156,28 +160,34 @@ def export(cfg: DictConfig, run_id: str, train: TrainOutputs, provenance: Option
         raise LLMOpsError("the train stage recorded no model_uri; rerun stages=[train,export]")
     uris = storage.model_uris(cfg, run_id)
     store = storage.get_store(cfg)
-    if train.model_uri != uris["hf"] or not train.caikit_uri:
-        _copy_from_earlier_storage(cfg, train, uris, store, provenance)
-    manifests = [store.verify(uris["hf"]), store.verify(uris["caikit"])]
-    out = ExportOutputs(model_uri=uris["hf"], caikit_uri=uris["caikit"],
-                        files=sum(len(m["files"]) for m in manifests),
-                        bytes=sum(f["size"] for m in manifests for f in m["files"].values()))
+    refs = {"hf": train.model_uri, "caikit": train.caikit_uri}
+    if not all(refs[k] and storage.same_place(cfg, refs[k], uris[k]) for k in refs):
+        refs = _copy_from_earlier_storage(cfg, train, uris, store, provenance)
+    manifests = {k: store.verify(refs[k]) for k in refs}
+    out = ExportOutputs(model_uri=storage.pinned_uri(manifests["hf"], refs["hf"]),
+                        caikit_uri=storage.pinned_uri(manifests["caikit"], refs["caikit"]),
+                        files=sum(len(m["files"]) for m in manifests.values()),
+                        bytes=sum(f["size"] for m in manifests.values() for f in m["files"].values()))
     if _enum(cfg.training.method) == "lora" and cfg.training.lora.keep_adapter:
-        out.adapter_uri = uris["adapter"]
+        same = train.adapter_uri and storage.same_place(cfg, train.adapter_uri, uris["adapter"])
+        out.adapter_uri = train.adapter_uri if same else uris["adapter"]
     return out
 
 
 def _copy_from_earlier_storage(cfg: DictConfig, train: TrainOutputs, uris: dict, store,
-                               provenance: Optional[dict]) -> None:
+                               provenance: Optional[dict]) -> dict:
     """The model was trained with another storage config (or an older llmops wrote only the HF
-    layout): bring its layouts into this run's prefix, verified on the way."""
+    layout): bring its layouts into this run's place, verified on the way. Returns the stored
+    references {"hf", "caikit"}."""
     log.info("export: the trained model is at %s; copying it to %s", train.model_uri, uris["hf"])
+    refs = {"hf": str(train.model_uri)}
     with tempfile.TemporaryDirectory(prefix="llmops-export-") as tmp:
         tmp = Path(tmp)
         src = storage.store_for_uri(cfg, train.model_uri)
         hf_local = Path(src.get_dir(train.model_uri, tmp / "hf"))  # verifies the manifest
-        if train.model_uri != uris["hf"]:
-            store.put_dir(hf_local, uris["hf"])
+        if not storage.same_place(cfg, train.model_uri, uris["hf"]):
+            refs["hf"] = _put(store, hf_local, uris["hf"])
         caikit = build_caikit(hf_local, tmp / "caikit")
         _write_provenance(caikit, provenance)
-        store.put_dir(caikit, uris["caikit"])
+        refs["caikit"] = _put(store, caikit, uris["caikit"])
+    return refs

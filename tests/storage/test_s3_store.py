@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -490,3 +491,18 @@ def test_tls_verify_off(moto_s3_tls, tmp_path):
     st = store_for(moto_s3_tls, "tls-bkt", verify=False)
     st.put_dir(model_dir(tmp_path / "src"), "s3://tls-bkt/m/r/hf/")
     assert st.exists("s3://tls-bkt/m/r/hf/")
+
+
+def test_files_put_before_by_the_same_store_are_copied_by_the_server(moto_s3, s3_bucket, tmp_path):
+    """The Caikit layout repeats the HF weights under artifacts/: they are not sent twice."""
+    st = store_for(moto_s3, s3_bucket)
+    hf = model_dir(tmp_path / "hf")
+    st.put_dir(hf, f"s3://{s3_bucket}/m/r/hf/")
+    caikit = tmp_path / "caikit"
+    shutil.copytree(hf, caikit / "artifacts")
+    (caikit / "config.yml").write_text("module_id: x\n")
+    uri = f"s3://{s3_bucket}/m/r/caikit/"
+    st.put_dir(caikit, uri)
+    assert st.last_stats.bytes_sent == len("module_id: x\n")
+    assert st.last_stats.files_copied == len([p for p in hf.rglob("*") if p.is_file()])
+    assert tree(S3Store(st.s).get_dir(uri, tmp_path / "back")) == tree(caikit)
