@@ -29,6 +29,8 @@ CRDS = {  # (apiVersion, kind) -> CRD file under kserve/
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "kserve/serving.kserve.io_servingruntimes.yaml",
     ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"):
         "kserve/serving.kserve.io_clusterservingruntimes.yaml",
+    ("serving.kserve.io/v1alpha2", "LLMInferenceService"):
+        "kserve/serving.kserve.io_llminferenceservices.yaml",
 }
 CORE = {("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Namespace")}
 
