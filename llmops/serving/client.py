@@ -35,7 +35,7 @@ RETRY_HTTP = {502, 503, 504}
 
 API_FOR = {("vllm", "http"): "openai", ("hf", "http"): "hf-openai",
            ("caikit_tgis", "http"): "caikit-http", ("caikit_tgis", "grpc"): "caikit-grpc",
-           ("tgis", "grpc"): "tgis-grpc", ("local", "http"): "openai"}
+           ("tgis", "grpc"): "tgis-grpc", ("local", "http"): "openai", ("llmisvc", "http"): "openai"}
 
 
 class Retryable(Exception):

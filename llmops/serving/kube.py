@@ -30,7 +30,15 @@ APPLY = {"field_manager": FIELD_MANAGER, "force": True, "field_validation": "Str
 CUSTOM = {  # kind -> (group, version, plural)
     "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
     "ServingRuntime": ("serving.kserve.io", "v1alpha1", "servingruntimes"),
+    "LLMInferenceService": ("serving.kserve.io", "v1alpha2", "llminferenceservices"),
 }
+# the pods behind a served object, by the labels its controller puts on them
+POD_SELECTOR = {"InferenceService": "serving.kserve.io/inferenceservice={name}",
+                "LLMInferenceService": "app.kubernetes.io/name={name},"
+                                       "app.kubernetes.io/component=llminferenceservice-workload"}
+# LLMInferenceService: PresetsCombined=False (a baseRef missing or not mergeable) stops the
+# controller until the spec changes; it is not part of the Ready rollup
+BLOCKING_CONDITIONS = {"PresetsCombined"}
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
 
@@ -159,7 +167,9 @@ def apply_objects(objects: list[dict], cfg) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ wait
 def readiness(isvc: dict) -> tuple[str, str]:
-    """('ready' | 'failed' | 'waiting', why) for an InferenceService as the server returned it."""
+    """('ready' | 'failed' | 'waiting', why) for an InferenceService or LLMInferenceService as the
+    server returned it: Ready with a current observedGeneration; every condition not True, with
+    its reason and message, as why."""
     status = isvc.get("status") or {}
     gen = (isvc.get("metadata") or {}).get("generation")
     obs = status.get("observedGeneration")
@@ -171,6 +181,10 @@ def readiness(isvc: dict) -> tuple[str, str]:
     if (ms.get("states") or {}).get("activeModelState") == "FailedToLoad":
         return "failed", "modelStatus.states.activeModelState=FailedToLoad" + (f": {reason}" if reason else "")
     conds = {c.get("type"): c for c in status.get("conditions") or []}
+    for t in BLOCKING_CONDITIONS & set(conds):
+        if conds[t].get("status") == "False":
+            return "failed", f"{t}=False" + "".join(f": {conds[t][k]}" for k in ("reason", "message")
+                                                    if conds[t].get(k))
     ready = conds.get("Ready", {})
     if ready.get("status") == "True" and (gen is None or (obs is not None and obs >= gen)):
         return "ready", "Ready"
@@ -181,12 +195,12 @@ def readiness(isvc: dict) -> tuple[str, str]:
     return "waiting", "; ".join(pending) or "no status yet"
 
 
-def pod_problem(core, name: str, ns: str) -> Optional[str]:
-    """An image-pull failure in the predictor's pods, as the kubelet reports it."""
+def pod_problem(core, name: str, ns: str, kind: str = "InferenceService") -> Optional[str]:
+    """An image-pull failure in the serving pods, as the kubelet reports it."""
     from kubernetes.client.rest import ApiException
 
     try:
-        pods = core.list_namespaced_pod(ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
+        pods = core.list_namespaced_pod(ns, label_selector=POD_SELECTOR[kind].format(name=name))
     except ApiException as e:
         if e.status in (403, 404):
             return None  # may lack pod access; readiness still tells
@@ -200,33 +214,34 @@ def pod_problem(core, name: str, ns: str) -> Optional[str]:
 
 
 def wait_ready(name: str, ns: str, *, timeout_s: float = 900, interval_s: float = 5.0,
-               clients_=None) -> dict:
-    """Poll until Ready; returns {"url", "waited_s"}. Fails fast on a failed load or image pull."""
+               clients_=None, kind: str = "InferenceService") -> dict:
+    """Poll the InferenceService (or `kind`) until Ready; returns {"url", "waited_s"}. Fails fast
+    on a failed load, a blocking condition or an image pull."""
     from kubernetes.client.rest import ApiException
 
     core, custom = clients_ or clients()
-    g, v, plural = CUSTOM["InferenceService"]
+    g, v, plural = CUSTOM[kind]
     t0 = time.monotonic()
     why, last_logged = "", ""
     while True:
         try:
             isvc = custom.get_namespaced_custom_object(g, v, ns, plural, name)
         except ApiException as e:
-            raise _api_error(f"read InferenceService/{name} in {ns}", e) from None
+            raise _api_error(f"read {kind}/{name} in {ns}", e) from None
         state, why = readiness(isvc)
         if state == "ready":
             url = (isvc.get("status") or {}).get("url")
             return {"url": url, "waited_s": round(time.monotonic() - t0, 2)}
         if state == "failed":
-            raise LLMOpsError(f"InferenceService {name} in {ns} failed to load: {why}")
-        problem = pod_problem(core, name, ns)
+            raise LLMOpsError(f"{kind} {name} in {ns} failed to load: {why}")
+        problem = pod_problem(core, name, ns, kind)
         if problem:
-            raise LLMOpsError(f"InferenceService {name} in {ns} cannot start: {problem}")
+            raise LLMOpsError(f"{kind} {name} in {ns} cannot start: {problem}")
         if why != last_logged:
             log.info("deploy: waiting for %s: %s", name, why)
             last_logged = why
         if time.monotonic() - t0 + interval_s > timeout_s:
-            raise LLMOpsError(f"InferenceService {name} in {ns} not Ready after {timeout_s:.0f} s "
+            raise LLMOpsError(f"{kind} {name} in {ns} not Ready after {timeout_s:.0f} s "
                               f"(serving.ready_timeout_s); last status: {why}")
         time.sleep(interval_s)
 
@@ -244,7 +259,11 @@ def delete_run(ns: str, selector: str, clients_=None) -> list[str]:
                  *CUSTOM["ServingRuntime"][:2], ns, CUSTOM["ServingRuntime"][2], label_selector=selector)),
              ("ServiceAccount", lambda: core.delete_collection_namespaced_service_account(
                  ns, label_selector=selector)),
-             ("Secret", lambda: core.delete_collection_namespaced_secret(ns, label_selector=selector))]
+             ("Secret", lambda: core.delete_collection_namespaced_secret(ns, label_selector=selector)),
+             # 404 where the cluster has no LLMInferenceService CRD: skipped like any other
+             ("LLMInferenceService", lambda: custom.delete_collection_namespaced_custom_object(
+                 *CUSTOM["LLMInferenceService"][:2], ns, CUSTOM["LLMInferenceService"][2],
+                 label_selector=selector))]
     for kind, fn in steps:
         try:
             fn()
