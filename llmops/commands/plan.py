@@ -34,9 +34,11 @@ def plan(recipe: str, overrides: list[str], *, out: Optional[Path] = None, fmt: 
     from llmops.k8s.manifests import write_objects
     from llmops.pipeline import engine
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
 
     cfg, _ = compose(recipe, overrides)
     job = strip_hydra(cfg)
+    removed.warn(job)
     steps = engine.plan(job)
     report = {
         "recipe": str(job.recipe),

@@ -52,6 +52,8 @@ def main(argv: list[str]) -> int:
     # compose and check everything once, before Hydra creates the run directory: a bad config
     # ends here with every problem listed and nothing written
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
 
-    compose(str(recipe), overrides)
+    cfg, _ = compose(str(recipe), overrides)
+    removed.warn(cfg)  # before any stage runs
     return hydra_app.main(recipe, flags, overrides, checked=True)

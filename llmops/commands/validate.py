@@ -21,16 +21,18 @@ def parser() -> argparse.ArgumentParser:
 def validate(recipe: str, overrides: list[str], *, check_all: bool = False) -> int:
     from llmops.config.compose import list_recipes
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
 
     targets = [n for n, _ in list_recipes()] if check_all else [recipe]
     failed = 0
     for name in targets:
         try:
-            compose(name, [] if check_all else overrides)
+            cfg, _ = compose(name, [] if check_all else overrides)
         except LLMOpsError as e:
             failed += 1
             print(f"{name}: {e}", file=sys.stderr)
         else:
+            removed.warn(cfg, prefix=f"{name}: " if check_all else "")
             print(f"{name}: ok")
     return 1 if failed else 0
 
