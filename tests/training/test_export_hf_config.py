@@ -20,8 +20,7 @@ def test_config_says_torch_dtype_and_use_cache(tmp_path):
     from transformers import AutoConfig, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64))
-    model.gradient_checkpointing_enable()
-    model.config.use_cache = False  # as training leaves it
+    model.config.use_cache = False  # as training leaves it (model.gradient_checkpointing=true)
     save_hf(model, AutoTokenizer.from_pretrained(str(TOKENIZER)), tmp_path / "hf")
 
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
