@@ -13,6 +13,7 @@ from typing import Optional
 from llmops.commands.serve import SERVE_FILE, served_name
 from llmops.core.errors import LLMOpsError
 from llmops.run import RunDir
+from llmops.serving.client import APIS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--model", default=None, help="model name to send (URL targets)")
+    p.add_argument("--api", default=None, choices=APIS, help=(
+        "the API a URL target speaks (default openai; a run directory knows its own). A URL may "
+        "end in /v1, as the OpenAI client's base URL does"))
     return p
 
 
@@ -53,7 +57,7 @@ def target_of(run_dir: Path) -> dict:
 
 def call(target: str, prompt: str, max_tokens: int = 32, model: Optional[str] = None,
          api: Optional[str] = None, retries: int = 3) -> int:
-    from llmops.serving.client import complete
+    from llmops.serving.client import complete, shown
 
     try:
         if target.startswith(("http://", "https://", "grpc://", "grpcs://")):
@@ -70,7 +74,7 @@ def call(target: str, prompt: str, max_tokens: int = 32, model: Optional[str] = 
     except LLMOpsError as e:
         print(f"llmops call: error: {e}", file=sys.stderr)
         return 1
-    print(prompt + r["reply"])
+    print(shown(prompt, r["reply"]))  # a server that echoes the prompt: printed once
     print(f"# {r['tokens']} tokens in {r['latency_s']:.3f} s from {r['url']} ({r['api']})",
           file=sys.stderr)
     return 0
@@ -78,4 +82,8 @@ def call(target: str, prompt: str, max_tokens: int = 32, model: Optional[str] = 
 
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
-    return call(a.target, a.prompt, max_tokens=a.max_tokens, model=a.model)
+    if a.api and not a.target.startswith(("http://", "https://", "grpc://", "grpcs://")):
+        print("llmops call: error: --api is for URL targets; a run directory's deploy outputs "
+              "name the API of its runtime", file=sys.stderr)
+        return 2
+    return call(a.target, a.prompt, max_tokens=a.max_tokens, model=a.model, api=a.api)

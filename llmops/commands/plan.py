@@ -34,9 +34,11 @@ def plan(recipe: str, overrides: list[str], *, out: Optional[Path] = None, fmt: 
     from llmops.k8s.manifests import write_objects
     from llmops.pipeline import engine
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
 
     cfg, _ = compose(recipe, overrides)
     job = strip_hydra(cfg)
+    removed.warn(job)
     config = secrets.mask(job)  # remembers the config's secrets first: the steps are scrubbed of them
     steps = secrets.scrub_tree(engine.plan(job))
     report = {

@@ -72,9 +72,11 @@ def run(argv: list[str]) -> int:
 
     from llmops.core.errors import LLMOpsError
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
     from llmops.run.rundir import foreign_dir_problem
 
     cfg, _ = compose(str(recipe), overrides)
+    removed.warn(cfg)  # before any stage runs
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False)
     why = foreign_dir_problem(run_dir) if run_dir else None
     if why:

@@ -25,6 +25,7 @@ def validate(recipe: str, overrides: list[str], *, check_all: bool = False) -> i
     from llmops.config import targets as tg
     from llmops.config.compose import list_recipes
     from llmops.pipeline.checks import compose
+    from llmops.serving import removed
 
     targets = [n for n, _ in list_recipes()] if check_all else [recipe]
     failed = 0
@@ -35,6 +36,7 @@ def validate(recipe: str, overrides: list[str], *, check_all: bool = False) -> i
             failed += 1
             print(f"{name}: {e}", file=sys.stderr)
         else:
+            removed.warn(cfg, prefix=f"{name}: " if check_all else "")
             print(f"{name}: ok")
             for t in tg.find(cfg):
                 print(f"  instantiates {t.line()}")

@@ -254,6 +254,7 @@ class ServingKind(str, Enum):
     caikit_tgis = "caikit_tgis"
     tgis = "tgis"
     hf = "hf"
+    llmisvc = "llmisvc"  # LLMInferenceService (KServe v1alpha2, llm-d): vLLM without a ServingRuntime
 
 
 class Protocol(str, Enum):
@@ -303,6 +304,13 @@ class ServingConfig:
     ready_timeout_s: int = 900  # wait for Ready at most this long
     poll_interval_s: float = 5.0  # between status reads while waiting
     labels: Dict[str, str] = field(default_factory=dict)  # extra labels on every object
+    # --- serving=llmisvc only (an LLMInferenceService: image/args/env/replicas/gpus/resources
+    # above are its `main` container's; it has no ServingRuntime, modelFormat or deployment mode)
+    model_uri: Optional[str] = None  # spec.model.uri instead of the export's (oci://, hf://, s3://, pvc://)
+    scheduler: bool = False  # router.scheduler {} (llm-d's endpoint picker + InferencePool)
+    gateway: bool = False  # router.gateway {} (KServe's default Gateway)
+    gateway_refs: List[Dict[str, str]] = field(default_factory=list)  # router.gateway.refs [{name, namespace}]
+    base_refs: List[str] = field(default_factory=list)  # spec.baseRefs: LLMInferenceServiceConfig names
 
 
 @dataclass

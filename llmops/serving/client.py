@@ -35,7 +35,16 @@ RETRY_HTTP = {502, 503, 504}
 
 API_FOR = {("vllm", "http"): "openai", ("hf", "http"): "hf-openai",
            ("caikit_tgis", "http"): "caikit-http", ("caikit_tgis", "grpc"): "caikit-grpc",
-           ("tgis", "grpc"): "tgis-grpc", ("local", "http"): "openai"}
+           ("tgis", "grpc"): "tgis-grpc", ("local", "http"): "openai", ("llmisvc", "http"): "openai"}
+
+
+APIS = tuple(sorted(set(API_FOR.values())))  # what `llmops call --api` accepts
+
+
+def shown(prompt: str, reply: str) -> str:
+    """The text to show for a completion: prompt + reply, or the reply alone when the server
+    already echoed the prompt (Caikit's local backend does, `preserve_input_text`)."""
+    return reply if prompt and reply.startswith(prompt) else prompt + reply
 
 
 class Retryable(Exception):
@@ -80,6 +89,17 @@ def post_json(url: str, body: dict, timeout: float) -> dict:
         raise LLMOpsError(f"{url} answered with something that is not JSON: {raw[:200]!r}") from None
 
 
+def endpoint(base: str, path: str) -> str:
+    """base + path, where base may already end in the API's version prefix: the OpenAI client's
+    convention is a base URL ending in /v1 (`http://host:8000/v1` + `/v1/completions` ->
+    `http://host:8000/v1/completions`, not /v1/v1/completions)."""
+    base = base.rstrip("/")
+    prefix = path.rsplit("/", 1)[0]  # /v1, /openai/v1, /api/v1/task
+    if prefix and base.endswith(prefix):
+        base = base[: -len(prefix)]
+    return base + path
+
+
 def _openai(base: str, path: str, prompt: str, max_tokens: int, model: Optional[str], timeout: float,
             temperature: float = 0.0, seed: Optional[int] = None) -> dict:
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
@@ -87,7 +107,7 @@ def _openai(base: str, path: str, prompt: str, max_tokens: int, model: Optional[
         body["seed"] = seed
     if model:
         body["model"] = model
-    r = post_json(base.rstrip("/") + path, body, timeout)
+    r = post_json(endpoint(base, path), body, timeout)
     try:
         choice = r["choices"][0]
         usage = r.get("usage") or {}
@@ -99,7 +119,7 @@ def _openai(base: str, path: str, prompt: str, max_tokens: int, model: Optional[
 
 def _caikit_http(base: str, prompt: str, max_tokens: int, model: Optional[str], timeout: float) -> dict:
     body = {"model_id": model, "inputs": prompt, "parameters": {"max_new_tokens": max_tokens}}
-    r = post_json(base.rstrip("/") + "/api/v1/task/text-generation", body, timeout)
+    r = post_json(endpoint(base, "/api/v1/task/text-generation"), body, timeout)
     text = r.get("generated_text", r.get("text"))  # 2023 images answer `text`
     if text is None:
         raise LLMOpsError(f"unexpected Caikit answer: {json.dumps(r)[:300]}")
@@ -267,7 +287,7 @@ def complete(url: str, prompt: str, *, api: str = "openai", max_tokens: int = 32
                 r = tgis_reply(_grpc_call(url, TGIS_METHOD, tgis_request(model or "", prompt, max_tokens),
                                           [("mm-model-id", model or "")], timeout))
             else:
-                raise LLMOpsError(f"unknown API {api!r}; expected one of {sorted(set(API_FOR.values()))}")
+                raise LLMOpsError(f"unknown API {api!r}; expected one of {list(APIS)}")
         except Retryable as e:
             if attempt > retries:
                 raise LLMOpsError(f"{e} (gave up after {attempt} attempts over "

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from llmops.core.errors import LLMOpsError
 from llmops.run import DeployOutputs, ExportOutputs
-from llmops.serving import LAYOUT
+from llmops.serving import LAYOUT, SERVED_BY
 
 log = logging.getLogger("llmops")
 
@@ -109,7 +109,8 @@ def deploy(cfg: DictConfig, ctx, export: ExportOutputs) -> DeployOutputs:
     try:
         status = kube.wait_ready(n["isvc"], str(cfg.serving.namespace),
                                  timeout_s=float(cfg.serving.ready_timeout_s),
-                                 interval_s=float(cfg.serving.poll_interval_s), cfg=cfg)
+                                 interval_s=float(cfg.serving.poll_interval_s), cfg=cfg,
+                                 kind=SERVED_BY.get(kind, "InferenceService"))
     except LLMOpsError as e:
         if cfg.serving.keep:
             raise LLMOpsError(f"{e}; the objects stay for inspection, `llmops undeploy "
@@ -117,7 +118,7 @@ def deploy(cfg: DictConfig, ctx, export: ExportOutputs) -> DeployOutputs:
         kube.delete_run(str(cfg.serving.namespace), result.selector, cfg)
         raise LLMOpsError(f"{e}; deleted what was applied (serving.keep=false)") from None
     result.url = status.get("url")
-    log.info("deploy: InferenceService %s is Ready at %s", n["isvc"], result.url)
+    log.info("deploy: %s %s is Ready at %s", SERVED_BY.get(kind, "InferenceService"), n["isvc"], result.url)
     return result
 
 

@@ -3,7 +3,7 @@
 The calls go through ``llmops.k8s.client`` (one auth path: ``cluster.auth``, also with
 ``cluster.auth=token``; server-side apply; errors naming the object and the server's message).
 Apply is server-side apply of Namespace, Secret(s), ServiceAccount, ServingRuntime and
-InferenceService, in that order: a second apply of the same objects changes nothing, a new run's
+InferenceService (or the LLMInferenceService), in that order: a second apply of the same objects changes nothing, a new run's
 objects update them in place. Secrets' ``${env:NAME}`` placeholders are filled from the
 environment here, in memory only, before anything is applied. Wait polls the InferenceService
 until ``Ready`` with a current ``observedGeneration`` and fails fast with KServe's reason. Delete
@@ -23,10 +23,20 @@ log = logging.getLogger("llmops")
 
 KSERVE = "serving.kserve.io/v1beta1"
 RUNTIME_API = "serving.kserve.io/v1alpha1"
+LLMISVC_API = "serving.kserve.io/v1alpha2"
+SERVED_API = {"InferenceService": KSERVE, "LLMInferenceService": LLMISVC_API}
+# the pods behind a served object, by the labels its controller puts on them
+POD_SELECTOR = {"InferenceService": "serving.kserve.io/inferenceservice={name}",
+                "LLMInferenceService": "app.kubernetes.io/name={name},"
+                                       "app.kubernetes.io/component=llminferenceservice-workload"}
+# LLMInferenceService: PresetsCombined=False (a baseRef missing or not mergeable) stops the
+# controller until the spec changes; it is not part of the Ready rollup
+BLOCKING_CONDITIONS = {"PresetsCombined"}
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 FAILED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+# (LLMInferenceService last: a cluster without its CRD answers 404, which is skipped)
 DELETE_ORDER = [(KSERVE, "InferenceService"), (RUNTIME_API, "ServingRuntime"),
-                ("v1", "ServiceAccount"), ("v1", "Secret")]
+                ("v1", "ServiceAccount"), ("v1", "Secret"), (LLMISVC_API, "LLMInferenceService")]
 FILL_HINT = (", or name an existing Secret: serving.existing_secret=true serving.secret_name=NAME "
              "(S3 credentials), serving.env_secret=NAME (serving.env)")
 
@@ -71,7 +81,9 @@ def apply_objects(objects: list[dict], cfg, kube: Optional[Kube] = None) -> list
 
 # ------------------------------------------------------------------------------------------ wait
 def readiness(isvc: dict) -> tuple[str, str]:
-    """('ready' | 'failed' | 'waiting', why) for an InferenceService as the server returned it."""
+    """('ready' | 'failed' | 'waiting', why) for an InferenceService or LLMInferenceService as the
+    server returned it: Ready with a current observedGeneration; every condition not True, with
+    its reason and message, as why."""
     status = isvc.get("status") or {}
     gen = (isvc.get("metadata") or {}).get("generation")
     obs = status.get("observedGeneration")
@@ -83,6 +95,10 @@ def readiness(isvc: dict) -> tuple[str, str]:
     if (ms.get("states") or {}).get("activeModelState") == "FailedToLoad":
         return "failed", "modelStatus.states.activeModelState=FailedToLoad" + (f": {reason}" if reason else "")
     conds = {c.get("type"): c for c in status.get("conditions") or []}
+    for t in sorted(BLOCKING_CONDITIONS & set(conds)):
+        if conds[t].get("status") == "False":
+            return "failed", f"{t}=False" + "".join(f": {conds[t][k]}" for k in ("reason", "message")
+                                                    if conds[t].get(k))
     ready = conds.get("Ready", {})
     if ready.get("status") == "True" and (gen is None or (obs is not None and obs >= gen)):
         return "ready", "Ready"
@@ -93,12 +109,12 @@ def readiness(isvc: dict) -> tuple[str, str]:
     return "waiting", "; ".join(pending) or "no status yet"
 
 
-def pod_problem(kube: Kube, name: str, ns: str) -> Optional[str]:
-    """An image-pull failure in the predictor's pods, as the kubelet reports it."""
+def pod_problem(kube: Kube, name: str, ns: str, kind: str = "InferenceService") -> Optional[str]:
+    """An image-pull failure in the serving pods, as the kubelet reports it."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        pods = kube.core.list_namespaced_pod(ns, label_selector=f"serving.kserve.io/inferenceservice={name}")
+        pods = kube.core.list_namespaced_pod(ns, label_selector=POD_SELECTOR[kind].format(name=name))
     except ApiException as e:
         if e.status in (403, 404):
             return None  # may lack pod access; readiness still tells
@@ -112,29 +128,30 @@ def pod_problem(kube: Kube, name: str, ns: str) -> Optional[str]:
 
 
 def wait_ready(name: str, ns: str, *, timeout_s: float = 900, interval_s: float = 5.0,
-               cfg=None, kube: Optional[Kube] = None) -> dict:
-    """Poll until Ready; returns {"url", "waited_s"}. Fails fast on a failed load or image pull."""
+               cfg=None, kube: Optional[Kube] = None, kind: str = "InferenceService") -> dict:
+    """Poll the InferenceService (or `kind`) until Ready; returns {"url", "waited_s"}. Fails fast
+    on a failed load, a blocking condition or an image pull."""
     kube = _kube(cfg, kube)
     t0 = time.monotonic()
     why, last_logged = "", ""
     while True:
-        isvc = kube.get(KSERVE, "InferenceService", ns, name)
+        isvc = kube.get(SERVED_API[kind], kind, ns, name)
         if isvc is None:
-            raise LLMOpsError(f"InferenceService {name} in {ns} is gone (deleted while waiting?)")
+            raise LLMOpsError(f"{kind} {name} in {ns} is gone (deleted while waiting?)")
         state, why = readiness(isvc)
         if state == "ready":
             url = (isvc.get("status") or {}).get("url")
             return {"url": url, "waited_s": round(time.monotonic() - t0, 2)}
         if state == "failed":
-            raise LLMOpsError(f"InferenceService {name} in {ns} failed to load: {why}")
-        problem = pod_problem(kube, name, ns)
+            raise LLMOpsError(f"{kind} {name} in {ns} failed to load: {why}")
+        problem = pod_problem(kube, name, ns, kind)
         if problem:
-            raise LLMOpsError(f"InferenceService {name} in {ns} cannot start: {problem}")
+            raise LLMOpsError(f"{kind} {name} in {ns} cannot start: {problem}")
         if why != last_logged:
             log.info("deploy: waiting for %s: %s", name, why)
             last_logged = why
         if time.monotonic() - t0 + interval_s > timeout_s:
-            raise LLMOpsError(f"InferenceService {name} in {ns} not Ready after {timeout_s:.0f} s "
+            raise LLMOpsError(f"{kind} {name} in {ns} not Ready after {timeout_s:.0f} s "
                               f"(serving.ready_timeout_s); last status: {why}")
         time.sleep(interval_s)
 

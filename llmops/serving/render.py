@@ -173,10 +173,12 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
                     s.env_secret or None)
     storage_kind = _enum(cfg.storage.kind)
     binding = _enum(s.storage_binding)
-    model_uri = str(uris[LAYOUT[kind]])
+    llmisvc = kind == "llmisvc"
+    model_uri = str(s.model_uri) if llmisvc and s.model_uri else str(uris[LAYOUT[kind]])
     protocol = _enum(s.protocol)
 
-    s3 = storage_kind == "s3"
+    # S3 credentials only when KServe reads the model from this run's S3 store
+    s3 = storage_kind == "s3" and (not llmisvc or model_uri.startswith("s3://"))
     use_secret = s3 and not s.existing_secret
     service_account = n["service_account"] if s3 and binding == "service_account" else None
     storage_key = n["secret"] if s3 and binding == "data_connection" else None
@@ -184,8 +186,9 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
     isvc_labels = dict(labels)
     if s.expose_route:
         isvc_labels["networking.kserve.io/visibility"] = "exposed"
-    isvc_annotations = {"serving.kserve.io/deploymentMode": _enum(s.deployment_mode)}
-    if _enum(s.deployment_mode) == "Serverless":
+    # an LLMInferenceService has no deployment modes: it is always a Deployment behind a route
+    isvc_annotations = {} if llmisvc else {"serving.kserve.io/deploymentMode": _enum(s.deployment_mode)}
+    if not llmisvc and _enum(s.deployment_mode) == "Serverless":
         isvc_annotations.update({
             "serving.knative.openshift.io/enablePassthrough": "true",
             "sidecar.istio.io/inject": "true",
@@ -233,6 +236,8 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
         "use_secret": use_secret,
         "create_namespace": bool(s.create_namespace),
     }
+    if llmisvc:
+        ctx.update(llmisvc_context(s))
     if s3:
         facts = _s3_facts(cfg.storage)
         ctx["s3"] = facts
@@ -249,6 +254,16 @@ def context(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> dict:
             "openshift.io/display-name": n["secret"],
         }
     return ctx
+
+
+def llmisvc_context(s: DictConfig) -> dict:
+    """What only the LLMInferenceService template reads: router options and presets."""
+    return {
+        "scheduler": bool(s.scheduler),
+        "gateway": bool(s.gateway),
+        "gateway_refs": OmegaConf.to_container(s.gateway_refs, resolve=True) if s.gateway_refs else [],
+        "base_refs": [str(r) for r in (s.base_refs or [])],
+    }
 
 
 # -------------------------------------------------------------------------------------- render
@@ -271,7 +286,7 @@ def render_template(name: str, ctx: dict) -> dict:
 
 def render(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> list[dict]:
     """The objects to apply, in apply order: [Namespace], [Secret], [ServiceAccount],
-    ServingRuntime, InferenceService."""
+    ServingRuntime, InferenceService (serving=llmisvc: one LLMInferenceService instead)."""
     ctx = context(cfg, run_id, recipe, uris)
     objs = []
     if ctx["create_namespace"]:
@@ -282,6 +297,9 @@ def render(cfg: DictConfig, run_id: str, recipe: str, uris: dict) -> list[dict]:
         objs.append(ctx["env_secret"])
     if ctx["service_account"]:
         objs.append(render_template("serving/serviceaccount.yaml.j2", ctx))
+    if ctx["kind"] == "llmisvc":
+        objs.append(render_template("serving/llminferenceservice.yaml.j2", ctx))
+        return objs
     objs.append(render_template(f"serving/runtime-{ctx['kind']}.yaml.j2", ctx))
     objs.append(render_template("serving/inferenceservice.yaml.j2", ctx))
     return objs

@@ -63,11 +63,27 @@ def write_bpe_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
+def fix_model_config(folder: Path) -> None:
+    """config.json as serving images read it: transformers 5 writes `dtype`, 4.x reads
+    `torch_dtype`: say both; and `use_cache: true` (training turns the KV cache off, which makes
+    every generated token recompute the whole prefix)."""
+    p = folder / "config.json"
+    if not p.is_file():
+        return
+    mc = json.loads(p.read_text())
+    dtype = mc.get("dtype") or mc.get("torch_dtype")
+    if dtype:
+        mc["dtype"] = mc["torch_dtype"] = dtype
+    mc["use_cache"] = True
+    p.write_text(json.dumps(mc, indent=2, sort_keys=True) + "\n")
+
+
 def save_hf(model, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     fix_tokenizer_config(out, getattr(model.config, "model_type", ""))
+    fix_model_config(out)
 
 
 def save_trained(cfg: DictConfig, model, tokenizer, provenance: Optional[dict], run_id: str,

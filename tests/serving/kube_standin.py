@@ -21,7 +21,12 @@ from urllib.parse import parse_qs, urlparse
 
 CORE = {"secrets": "Secret", "serviceaccounts": "ServiceAccount", "pods": "Pod"}
 CUSTOM = {("serving.kserve.io", "v1beta1", "inferenceservices"): "InferenceService",
-          ("serving.kserve.io", "v1alpha1", "servingruntimes"): "ServingRuntime"}
+          ("serving.kserve.io", "v1alpha1", "servingruntimes"): "ServingRuntime",
+          ("serving.kserve.io", "v1alpha2", "llminferenceservices"): "LLMInferenceService"}
+# how each served kind labels its pods (KServe's controllers)
+POD_LABELS = {"InferenceService": "serving.kserve.io/inferenceservice={name}",
+              "LLMInferenceService": "app.kubernetes.io/name={name},"
+                                     "app.kubernetes.io/component=llminferenceservice-workload"}
 
 
 def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -32,7 +37,9 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
 class StandIn:
     """Behaviour knobs (set before or during a test):
     ready_after: polls of an InferenceService before it reports Ready
-    fail_load: the InferenceService reports BlockedByFailedLoad with a reason
+    fail_load: the InferenceService reports BlockedByFailedLoad with a reason (an
+      LLMInferenceService: MainWorkloadReady=False, the Deployment's progress deadline exceeded)
+    missing_preset: an LLMInferenceService reports PresetsCombined=False, ConfigNotFound
     image_pull: the predictor pod waits in ImagePullBackOff
     forbidden: every write answers 403
     invalid: (kind, field path, message) -> 422 Invalid for that kind
@@ -47,6 +54,8 @@ class StandIn:
         self.polls: dict = {}
         self.ready_after = 2
         self.fail_load = False
+        self.missing_preset = False
+        self.url_override = None  # status.url of a Ready LLMInferenceService (a real server to call)
         self.image_pull = False
         self.forbidden = False
         self.invalid = None
@@ -112,9 +121,51 @@ class StandIn:
                 "modelStatus": {"transitionStatus": "InProgress", "states": {"activeModelState": "Pending"}}}
         return out
 
+    def llmisvc_view(self, obj: dict) -> dict:
+        """The LLMInferenceService as GET returns it, with the status KServe's llmisvc controller
+        would have written (Knative-style conditions, no modelStatus)."""
+        out = copy.deepcopy(obj)
+        meta = out["metadata"]
+        key = (meta["namespace"], meta["name"], meta["generation"])
+        n = self.polls[key] = self.polls.get(key, 0) + 1
+        gen = meta["generation"]
+
+        def cond(t, ok, reason=None, message=None):
+            c = {"type": t, "status": "True" if ok else "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            return c if ok else {**c, "reason": reason, "message": message}
+
+        if self.missing_preset:
+            ref = ((out["spec"].get("baseRefs") or [{}])[0]).get("name", "?")
+            msg = f'failed to get LLMInferenceServiceConfig "{ref}": not found'
+            conds = [cond("PresetsCombined", False, "ConfigNotFound", msg),
+                     cond("Ready", False, "ConfigNotFound", msg)]
+        elif self.fail_load:
+            msg = 'Deployment "%s-kserve" exceeded its progress deadline' % meta["name"]
+            conds = [cond("PresetsCombined", True),
+                     cond("MainWorkloadReady", False, "ProgressDeadlineExceeded", msg),
+                     cond("WorkloadsReady", False, "ProgressDeadlineExceeded", msg),
+                     cond("RouterReady", True), cond("Ready", False, "ProgressDeadlineExceeded", msg)]
+        elif n > self.ready_after:
+            url = self.url_override or f"http://gateway.example/{meta['namespace']}/{meta['name']}"
+            out["status"] = {"observedGeneration": gen, "url": url,
+                             "addresses": [{"name": "gateway-external", "url": url}],
+                             "conditions": [cond(t, True) for t in ("PresetsCombined", "MainWorkloadReady",
+                                            "WorkloadsReady", "HTTPRoutesReady", "RouterReady", "Ready")]}
+            return out
+        else:
+            msg = "Deployment does not have minimum availability."
+            conds = [cond("PresetsCombined", True),
+                     cond("MainWorkloadReady", False, "MinimumReplicasUnavailable", msg),
+                     cond("WorkloadsReady", False, "MinimumReplicasUnavailable", msg),
+                     cond("RouterReady", True), cond("Ready", False, "MinimumReplicasUnavailable", msg)]
+        out["status"] = {"observedGeneration": gen if n > 1 else max(gen - 1, 0), "conditions": conds}
+        return out
+
     def pods(self, ns: str, selector: str) -> list:
-        m = re.match(r"serving.kserve.io/inferenceservice=(.+)", selector or "")
-        if not m or ("InferenceService", ns, m.group(1)) not in self.objects:
+        found = [(kind, re.fullmatch(rx.format(name="(.+)"), selector or ""))
+                 for kind, rx in POD_LABELS.items()]
+        kind, m = next(((k, m) for k, m in found if m), (None, None))
+        if not m or (kind, ns, m.group(1)) not in self.objects:
             return []
         name = m.group(1)
         waiting = ({"reason": "ImagePullBackOff", "message": 'Back-off pulling image "quay.io/x/missing:1"'}
@@ -250,6 +301,8 @@ class StandIn:
                         return self._send(404, status_body(404, "NotFound", f'{(kind or "").lower()}s "{name}" not found'))
                     if kind == "InferenceService":
                         return self._send(200, standin.isvc_view(obj))
+                    if kind == "LLMInferenceService":
+                        return self._send(200, standin.llmisvc_view(obj))
                     return self._send(200, obj)
 
             def do_DELETE(self):
