@@ -78,7 +78,6 @@ def parse_params(overrides: Sequence[str]) -> SearchSpace:
     space = SearchSpace()
     for ov in OverridesParser.create().parse_overrides(list(overrides)):
         name = ov.key_or_group + (f"@{ov.package}" if ov.package else "")
-        space.entries.pop(name, None)
         space.entries[name] = distribution_param(ov, name) if ov.is_sweep_override() else ov.input_line
     return space
 
