@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,17 +17,15 @@ optuna = pytest.importorskip("optuna", minversion="4")
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).resolve().parent / "data"
+from tests.sweeps.helpers import DATA, compose_and_check, env  # noqa: E402
+
 
 
 def run_app(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, str(DATA / "optuna_app.py"), "-m",
                            f"hydra.sweep.dir={sweep_dir}",
                            f"hydra.sweeper.storage=sqlite:///{sweep_dir}/study.db", *extra],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
-                          timeout=120)
+                          capture_output=True, text=True, env=env(), timeout=120)
 
 
 def load(sweep_dir: Path):
@@ -264,14 +261,8 @@ def test_a_bad_sweeper_setting_names_its_key(tmp_path):
 
 
 def test_composing_with_the_sweeper_does_not_import_optuna():
-    code = ("import sys\n"
-            "from hydra import compose, initialize_config_dir\n"
-            f"with initialize_config_dir(config_dir={str(DATA)!r}, version_base='1.3'):\n"
-            "    cfg = compose('optuna_app', return_hydra_config=True)\n"
-            "assert cfg.hydra.sweeper._target_.endswith('ResumableOptunaSweeper'), cfg.hydra.sweeper\n"
-            "assert cfg.hydra.sweeper.sampler.name.name == 'tpe'\n"
-            "assert 'optuna' not in sys.modules\n")
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": path}, timeout=60)
+    r = compose_and_check([], (
+        "assert cfg.hydra.sweeper._target_.endswith('ResumableOptunaSweeper'), cfg.hydra.sweeper\n"
+        "assert cfg.hydra.sweeper.sampler.name.name == 'tpe'\n"
+        "assert 'optuna' not in sys.modules\n"))
     assert r.returncode == 0, r.stderr

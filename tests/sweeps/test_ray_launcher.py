@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.recipes.conftest import ROOT, run_cli
-
-DATA = Path(__file__).resolve().parent / "data"
+from tests.recipes.conftest import run_cli
+from tests.sweeps.helpers import compose_and_check
 
 
 def _base(tmp_path: Path, cache: Path) -> list[str]:
@@ -96,16 +92,9 @@ def test_ray_launcher_failure_with_fail_fast_leaves_the_rest_not_run(tmp_path, s
 
 def test_composing_with_the_ray_launcher_imports_neither_ray_nor_torch():
     # Hydra imports every plugin module when it starts; the launcher's work is loaded at launch
-    code = ("import sys\n"
-            "from hydra import compose, initialize_config_dir\n"
-            f"with initialize_config_dir(config_dir={str(DATA)!r}, version_base='1.3'):\n"
-            "    cfg = compose('optuna_app', overrides=['hydra/launcher=ray',\n"
-            "                  'hydra.launcher.max_parallel=3'], return_hydra_config=True)\n"
-            "assert cfg.hydra.launcher._target_.endswith('ray_launcher.RayLauncher'), cfg.hydra.launcher\n"
-            "assert cfg.hydra.launcher.max_parallel == 3 and cfg.hydra.launcher.job_timeout_s == 0\n"
-            "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": path}, timeout=60)
+    r = compose_and_check(["hydra/launcher=ray", "hydra.launcher.max_parallel=3"], (
+        "assert cfg.hydra.launcher._target_.endswith('ray_launcher.RayLauncher'), cfg.hydra.launcher\n"
+        "assert cfg.hydra.launcher.max_parallel == 3 and cfg.hydra.launcher.job_timeout_s == 0\n"
+        "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"))
     assert r.returncode == 0, r.stderr
