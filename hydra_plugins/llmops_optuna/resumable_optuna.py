@@ -1,66 +1,46 @@
-"""`hydra/sweeper=optuna_resumable`: the Optuna sweeper, resuming an interrupted search.
+"""`hydra/sweeper=optuna_resumable`: an Optuna search whose study survives an interruption.
 
-`hydra-optuna-sweeper` reopens a study kept in `storage` (load_if_exists) but then runs
-`n_trials` *more* trials, numbering jobs from 0 again, so their directories overwrite the first
-run's. This sweeper counts the trials the study has finished and runs only the rest, numbers
-new jobs after the old ones, and marks trials left RUNNING by an interrupted sweep as FAIL (so
-the sampler does not wait for them). Everything else is the upstream sweeper and its config.
+With a persistent study (`storage` and `study_name` set), rerunning the same command finishes
+the search: the trials an interrupted sweep left RUNNING are marked FAIL, only the missing
+completed trials are run, and new jobs are numbered after the study's trials, so no job
+directory is reused. The config is `hydra_plugins.llmops_optuna.config`; the search
+(`hydra_plugins.llmops_optuna.search`, which imports optuna) is loaded when a sweep starts.
 """
 
-import logging
-from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("llmops")
-
-try:  # the `sweep` extra; without it this sweeper is simply not offered
-    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
-    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-except ImportError:  # pragma: no cover
-    OptunaSweeperConf = None
+from hydra_plugins.llmops_optuna.config import Settings
 
 
-if OptunaSweeperConf is not None:
-    @dataclass
-    class ResumableOptunaSweeperConf(OptunaSweeperConf):
-        _target_: str = "hydra_plugins.llmops_optuna.resumable_optuna.ResumableOptunaSweeper"
+class ResumableOptunaSweeper(Sweeper):
+    def __init__(self, direction: Any, study_name: Optional[str], storage: Optional[str],
+                 n_trials: int, n_jobs: int, max_failure_rate: float, sampler: Any,
+                 params: Optional[DictConfig]) -> None:
+        self.settings = Settings.create(direction=direction, study_name=study_name, storage=storage,
+                                        n_trials=n_trials, n_jobs=n_jobs,
+                                        max_failure_rate=max_failure_rate, sampler=sampler,
+                                        params=params)
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
 
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
 
-    ConfigStore.instance().store(group="hydra/sweeper", name="optuna_resumable",
-                                 node=ResumableOptunaSweeperConf, provider="llmops")
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None, "setup() first"
+        from hydra_plugins.llmops_optuna import search
 
-
-    class ResumableOptunaSweeper(OptunaSweeper):
-        def sweep(self, arguments: List[str]) -> Any:
-            impl = self.sweeper
-            if impl.storage and impl.study_name:
-                import optuna
-
-                try:
-                    study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-                except KeyError:  # a new study
-                    study = None
-                if study is not None:
-                    trials = study.get_trials(deepcopy=False)
-                    for t in trials:
-                        if t.state == optuna.trial.TrialState.RUNNING:  # interrupted last time
-                            study._storage.set_trial_state(t._trial_id, optuna.trial.TrialState.FAIL)
-                    finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-                    remaining = max(0, int(impl.n_trials) - finished)
-                    log.info("optuna: study %s has %d finished trial(s) of %d; running %d more",
-                             impl.study_name, finished, impl.n_trials, remaining)
-                    impl.n_trials = remaining
-                    impl.job_idx = len(trials)
-                    if remaining == 0:
-                        return None
-            try:
-                return super().sweep(arguments)
-            except ValueError as e:
-                if "Record does not exist" not in str(e):
-                    raise
-                from llmops.core.errors import LLMOpsError
-
-                raise LLMOpsError(f"optuna: no trial of study '{impl.study_name}' completed, so there is "
-                                  f"no best trial; the sweep summary says why each failed") from None
+        sweep = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)
+        return search.run(self.settings, list(arguments), launcher=self.launcher,
+                          sweep_dir=str(self.config.hydra.sweep.dir),
+                          job_subdir=str(sweep.get("subdir", "")))

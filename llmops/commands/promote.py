@@ -24,15 +24,15 @@ def parser() -> argparse.ArgumentParser:
 def promote(sweep_dir: Path, overrides: list[str]) -> int:
     from llmops.commands import resume, run
 
-    rows, opts = sweep.sweep_rows(sweep_dir)
-    best = next((r for r in rows if r["best"]), None)
+    rows, rank = sweep.rebuild(sweep_dir)
+    best = sweep.best_row(rows)
     if best is None:
-        raise LLMOpsError(f"{sweep_dir}: no completed job with a {opts['metric']}; nothing to promote")
+        raise LLMOpsError(f"{sweep_dir}: no completed job with a {rank.metric}; nothing to promote")
     rd = RunDir(Path(best["run_dir"]))
     if rd.state().status("export") != "done":
         raise LLMOpsError(f"{rd}: the best job (job {best['job']}) has no finished export stage; "
                           f"run the sweep with export in stages to promote it")
-    print(f"promoting job {best['job']} ({' '.join(best['overrides'])}, {opts['metric']} "
+    print(f"promoting job {best['job']} ({' '.join(best['overrides'])}, {rank.metric} "
           f"{sweep.fmt(best['metric'])}) from {rd}")
     # the job's own stage list (often without deploy in a sweep) gives way to the promote stages
     args = [a for a in resume.resume_args(rd.path, list(overrides)) if not a.startswith("stages=")]
@@ -40,7 +40,7 @@ def promote(sweep_dir: Path, overrides: list[str]) -> int:
     if rc == 0:
         atomic_write_json(Path(sweep_dir) / "promoted.json", {
             "job": best["job"], "run_dir": str(rd), "overrides": best["overrides"],
-            "metric": opts["metric"], "value": best["metric"],
+            "metric": rank.metric, "direction": rank.direction, "value": best["metric"],
             "deploy": rd.state().data["stages"].get("deploy", {}),
         })
     return rc

@@ -17,8 +17,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def report(sweep_dir: Path) -> int:
-    rows, _ = sweep.sweep_rows(sweep_dir)
-    print(sweep.format_table(rows, Path(sweep_dir)))
+    rows, rank = sweep.rebuild(sweep_dir)
+    print(sweep.format_table(rows, Path(sweep_dir), rank.metric))
     return 0
 
 

@@ -1,12 +1,20 @@
-"""Sweeps (`llmops run RECIPE -m ...`): per-job status, the summary, `sweep report`, `promote`.
+"""Sweeps (`llmops run RECIPE -m ...`): per-job records, the ranking, the summary files and table.
 
 Each job of a sweep writes ``sweep_job.json`` into its job directory (``<sweep dir>/<num>/``):
 its number, overrides, status (``completed`` | ``failed`` | ``not run``), error, wall seconds and
-the value the job returned (eval perplexity). With ``state.json`` (train metrics) these are all
-the summary needs, so ``llmops sweep report DIR`` rebuilds it from the directory at any time.
+the value the job returned (the train metric ``sweep.metric`` names). With ``state.json`` (train
+metrics) these are all the summary needs, so ``llmops sweep report DIR`` rebuilds it from the
+directory at any time.
 
-The summary: ``summary.csv`` (one row per job), a table on the console, ``sweep.png`` (the metric
-against each swept parameter) and the best job marked (``best`` column, ``best.json``).
+The steps, each a public function:
+
+- `collect` reads one row per job directory (`COLUMNS`), with ``metric`` the ranked metric;
+- `ranking` says what is ranked: ``best.json``'s metric and direction, else the jobs' own
+  ``sweep`` section (their saved config), else perplexity, minimised;
+- `mark_best` stars the best completed job; `swept_keys` are the overrides that vary;
+- `summary_csv`, `best_record`, `plot_sweep` and `format_table` render the rows;
+- `write_summary` writes ``summary.csv``, ``best.json`` and ``sweep.png``; `rebuild` does it
+  again from the job directories with the sweep's own ranking (`sweep report`, `promote`).
 
 Written by a Hydra callback (``hydra.callbacks.llmops_sweep`` in conf/config.yaml, llmops.hydra_app),
 so it works with any launcher and sweeper; `llmops run` also writes it when a sweep ends in an error.
@@ -19,8 +27,7 @@ import io
 import json
 import logging
 import math
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,16 +42,19 @@ BEST_FILE = "best.json"
 PLOT_FILE = "sweep.png"
 COLUMNS = ["job", "best", "status", "overrides", "metric", "perplexity", "eval_loss", "tokens_per_s",
            "seconds", "train_seconds", "run_dir", "error"]
+DEFAULT_METRIC = "perplexity"
+DEFAULT_DIRECTION = "minimize"
 
 
-
+# ----------------------------------------------------------------------------------- job records
 def error_text(e: Any) -> str:
+    """A job's error as one line for the summary (secrets scrubbed, at most 500 characters)."""
     from llmops.core import secrets
 
     if e is None:
         return ""
     msg = str(e) if isinstance(e, LLMOpsError) else f"{type(e).__name__}: {e}"
-    lines = [l.strip() for l in msg.strip().splitlines() if l.strip()]
+    lines = [line.strip() for line in msg.strip().splitlines() if line.strip()]
     return secrets.scrub(" ".join(lines) if lines else type(e).__name__)[:500]
 
 
@@ -62,65 +72,6 @@ def write_job_record(job_dir: Path, rec: dict) -> None:
     atomic_write_json(Path(job_dir) / JOB_FILE, rec)
 
 
-
-# ------------------------------------------------------------------------------------ collecting
-def _parse_override(o: str) -> tuple[str, str]:
-    k, _, v = o.partition("=")
-    return k.lstrip("+~"), v
-
-
-def collect(sweep_dir: Path, metric: str = "perplexity") -> list[dict]:
-    """One row per job directory of a sweep (a folder holding sweep_job.json or state.json)."""
-    sweep_dir = Path(sweep_dir)
-    rows = []
-    for jd in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
-                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
-        rd = RunDir(jd)
-        jf = jd / JOB_FILE
-        if not jf.is_file() and not rd.is_run_dir():
-            continue
-        rec = read_json(jf) or {}
-        try:
-            state = rd.maybe_state()
-        except LLMOpsError:  # a broken state.json: the job record alone
-            state = None
-        stages = state.data["stages"] if state is not None else {}
-        train = stages.get("train", {})
-        m = state.outputs("train").metrics if state is not None and state.status("train") == "done" else {}
-        overrides = rec.get("overrides")
-        if overrides is None:
-            overrides = rd.overrides()
-        status = rec.get("status")
-        if status is None:
-            failed = [n for n, s in stages.items() if s.get("status") == "failed"]
-            status = "failed" if failed else ("completed" if stages else "unknown")
-        error = rec.get("error")
-        if status == "failed" and not error:
-            error = next((f"stage {n}: {s.get('error')}" for n, s in stages.items()
-                          if s.get("status") == "failed"), "")
-        seconds = rec.get("seconds")
-        if seconds is None:
-            seconds = round(sum(float(s.get("seconds") or 0) for s in stages.values()), 2) or None
-        value = m.get(metric)
-        if value is None and metric == "perplexity":
-            value = rec.get("result")
-        rows.append({
-            "job": int(rec["num"]) if "num" in rec else (int(jd.name) if jd.name.isdigit() else jd.name),
-            "best": "",
-            "status": status,
-            "overrides": [o for o in overrides if not o.startswith(("hydra.", "recipe=", "run_id="))],
-            "metric": _num(value),
-            "perplexity": _num(m.get("perplexity", rec.get("result"))),
-            "eval_loss": _num(m.get("eval_loss")),
-            "tokens_per_s": _num(m.get("tokens_per_s")),
-            "seconds": _num(seconds),
-            "train_seconds": _num(train.get("seconds")),
-            "run_dir": str(jd),
-            "error": error or "",
-        })
-    return rows
-
-
 def read_json(p: Path) -> Optional[dict]:
     try:
         return json.loads(p.read_text())
@@ -128,30 +79,30 @@ def read_json(p: Path) -> Optional[dict]:
         return None
 
 
-def _num(v: Any) -> Optional[float]:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f
+# --------------------------------------------------------------------------------------- ranking
+@dataclass(frozen=True)
+class Ranking:
+    """What a sweep ranks its jobs by: a train metric and a direction."""
+
+    metric: str = DEFAULT_METRIC
+    direction: str = DEFAULT_DIRECTION
 
 
-def swept_keys(rows: list[dict]) -> list[str]:
-    """Override keys whose value differs between jobs, in first-seen order."""
-    values: dict[str, set] = {}
-    order: list[str] = []
-    for r in rows:
-        for o in r["overrides"]:
-            k, v = _parse_override(o)
-            if k not in values:
-                values[k] = set()
-                order.append(k)
-            values[k].add(v)
-    present = [k for k in order if all(any(_parse_override(o)[0] == k for o in r["overrides"]) for r in rows)]
-    return [k for k in order if len(values[k]) > 1 or (k not in present)]
+def ranking(sweep_dir: Path) -> Ranking:
+    """The sweep's ranking: best.json's, else the `sweep` section of the first job's saved config
+    (an interrupted sweep has no best.json yet), else perplexity, minimised."""
+    best = read_json(Path(sweep_dir) / BEST_FILE)
+    if best and best.get("metric"):
+        return Ranking(str(best["metric"]), str(best.get("direction") or DEFAULT_DIRECTION))
+    for jd in job_dirs(sweep_dir):
+        s = (RunDir(jd).config_dict() or {}).get("sweep") or {}
+        if s.get("metric"):
+            return Ranking(str(s["metric"]), str(s.get("direction") or DEFAULT_DIRECTION))
+    return Ranking()
 
 
-def mark_best(rows: list[dict], direction: str = "minimize") -> Optional[dict]:
+def mark_best(rows: list[dict], direction: str = DEFAULT_DIRECTION) -> Optional[dict]:
+    """Star (`best` = `*`) the completed job with the lowest metric (the highest: `maximize`)."""
     ok = [r for r in rows if r["status"] == "completed" and r["metric"] is not None
           and not math.isnan(r["metric"])]
     if not ok:
@@ -161,38 +112,136 @@ def mark_best(rows: list[dict], direction: str = "minimize") -> Optional[dict]:
     return best
 
 
-def write_summary(sweep_dir: Path, *, metric: str = "perplexity", direction: str = "minimize",
-                  plot: bool = True) -> list[dict]:
-    """summary.csv, best.json and sweep.png in `sweep_dir`; returns the rows."""
-    from llmops.core.io import atomic_write_json, atomic_write_text
+def best_row(rows: list[dict]) -> Optional[dict]:
+    """The starred row (after `mark_best`), or None."""
+    return next((r for r in rows if r["best"]), None)
 
-    sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir, metric)
-    best = mark_best(rows, direction)
-    keys = swept_keys(rows)
+
+# ------------------------------------------------------------------------------------ collecting
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep in job order (folders holding sweep_job.json or state.json)."""
+    found = []
+    for jd in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
+                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
+        if (jd / JOB_FILE).is_file() or RunDir(jd).is_run_dir():
+            found.append(jd)
+    return found
+
+
+def collect(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> list[dict]:
+    """One row per job directory of a sweep; `metric` is the value of the train metric named."""
+    return [job_row(jd, metric) for jd in job_dirs(sweep_dir)]
+
+
+def job_row(jd: Path, metric: str = DEFAULT_METRIC) -> dict:
+    """A job directory's row: its record, its train metrics, the ranked metric's value."""
+    rd = RunDir(jd)
+    rec = read_json(jd / JOB_FILE) or {}
+    try:
+        state = rd.maybe_state()
+    except LLMOpsError:  # a broken state.json: the job record alone
+        state = None
+    stages = state.data["stages"] if state is not None else {}
+    train = stages.get("train", {})
+    m = state.outputs("train").metrics if state is not None and state.status("train") == "done" else {}
+    overrides = rec.get("overrides")
+    if overrides is None:
+        overrides = rd.overrides()
+    status = rec.get("status")
+    if status is None:
+        failed = [n for n, s in stages.items() if s.get("status") == "failed"]
+        status = "failed" if failed else ("completed" if stages else "unknown")
+    error = rec.get("error")
+    if status == "failed" and not error:
+        error = next((f"stage {n}: {s.get('error')}" for n, s in stages.items()
+                      if s.get("status") == "failed"), "")
+    seconds = rec.get("seconds")
+    if seconds is None:
+        seconds = round(sum(float(s.get("seconds") or 0) for s in stages.values()), 2) or None
+    # the job's return value is its own sweep.metric: it stands in for a metric state.json lacks
+    returned = returned_metric(rd)
+    result = rec.get("result")
+    value = m.get(metric)
+    if value is None and returned == metric:
+        value = result
+    perplexity = m.get("perplexity")
+    if perplexity is None and returned == "perplexity":
+        perplexity = result
+    return {
+        "job": int(rec["num"]) if "num" in rec else (int(jd.name) if jd.name.isdigit() else jd.name),
+        "best": "",
+        "status": status,
+        "overrides": [o for o in overrides if not o.startswith(("hydra.", "recipe=", "run_id="))],
+        "metric": number(value),
+        "perplexity": number(perplexity),
+        "eval_loss": number(m.get("eval_loss")),
+        "tokens_per_s": number(m.get("tokens_per_s")),
+        "seconds": number(seconds),
+        "train_seconds": number(train.get("seconds")),
+        "run_dir": str(jd),
+        "error": error or "",
+    }
+
+
+def returned_metric(rd: RunDir) -> str:
+    """The metric a job returned: its saved config's `sweep.metric` (perplexity without one)."""
+    return str(((rd.config_dict() or {}).get("sweep") or {}).get("metric") or DEFAULT_METRIC)
+
+
+def number(v: Any) -> Optional[float]:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_override(o: str) -> tuple[str, str]:
+    """`key=value` (also `+key=...`, `~key`) -> (key, value)."""
+    k, _, v = o.partition("=")
+    return k.lstrip("+~"), v
+
+
+def params(row: dict) -> dict[str, str]:
+    """A row's overrides as key -> value."""
+    return dict(parse_override(o) for o in row["overrides"])
+
+
+def swept_keys(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between jobs (or that only some jobs have), in
+    first-seen order."""
+    values: dict[str, set] = {}
+    for r in rows:
+        for k, v in params(r).items():
+            values.setdefault(k, set()).add(v)
+    present = [k for k in values if all(k in params(r) for r in rows)]
+    return [k for k in values if len(values[k]) > 1 or k not in present]
+
+
+# ------------------------------------------------------------------------------------- rendering
+def summary_csv(rows: list[dict], keys: list[str]) -> str:
+    """summary.csv: `COLUMNS` with one column per swept key after `status`."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS[:3] + keys + COLUMNS[3:])
     for r in rows:
-        params = dict(_parse_override(o) for o in r["overrides"])
-        w.writerow([_cell(r[c]) for c in COLUMNS[:3]] + [params.get(k, "") for k in keys]
-                   + [_cell(r[c]) for c in COLUMNS[3:]])
-    atomic_write_text(sweep_dir / SUMMARY_CSV, buf.getvalue())
-    atomic_write_json(sweep_dir / BEST_FILE, {
-        "metric": metric, "direction": direction,
+        p = params(r)
+        w.writerow([cell(r[c]) for c in COLUMNS[:3]] + [p.get(k, "") for k in keys]
+                   + [cell(r[c]) for c in COLUMNS[3:]])
+    return buf.getvalue()
+
+
+def best_record(rows: list[dict], rank: Ranking) -> dict:
+    """best.json: the ranking, the best job and the counts."""
+    best = best_row(rows)
+    return {
+        "metric": rank.metric, "direction": rank.direction,
         "best": {k: best[k] for k in ("job", "overrides", "metric", "run_dir")} if best else None,
         "jobs": len(rows), "failed": sum(r["status"] == "failed" for r in rows),
         "not_run": sum(r["status"] == "not run" for r in rows),
-    })
-    if plot and rows:
-        try:
-            plot_sweep(rows, keys, sweep_dir / PLOT_FILE, metric)
-        except Exception as e:  # a plot problem must not lose the csv
-            log.warning("could not draw %s: %s", sweep_dir / PLOT_FILE, e)
-    return rows
+    }
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
     if isinstance(v, list):
         return " ".join(v)
     if v is None:
@@ -203,13 +252,14 @@ def _cell(v: Any) -> str:
 
 
 def plot_sweep(rows: list[dict], keys: list[str], out: Path, metric: str) -> None:
-    """The metric against each swept parameter; the best job is a star."""
+    """The metric against each swept parameter (log axis over more than 20x); the best job is a
+    red star. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llmops.core.io import atomic_write_text  # noqa: F401  (same atomic rule for binary below)
+    from llmops.core.io import atomic_write_bytes
 
     keys = keys or ["job"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
@@ -218,14 +268,12 @@ def plot_sweep(rows: list[dict], keys: list[str], out: Path, metric: str) -> Non
         for r in rows:
             if r["metric"] is None:
                 continue
-            params = dict(_parse_override(o) for o in r["overrides"])
-            x = r["job"] if k == "job" else params.get(k)
+            x = r["job"] if k == "job" else params(r).get(k)
             xs.append(x)
             ys.append(r["metric"])
             if r["best"]:
                 best = (x, r["metric"])
-        numeric = all(_num(x) is not None for x in xs)
-        if numeric and xs:
+        if xs and all(number(x) is not None for x in xs):
             xv = [float(x) for x in xs]
             ax.scatter(xv, ys, color="tab:blue")
             if min(xv) > 0 and max(xv) / min(xv) > 20:
@@ -244,36 +292,42 @@ def plot_sweep(rows: list[dict], keys: list[str], out: Path, metric: str) -> Non
         if best:
             ax.legend()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(out, buf.getvalue())
 
 
-def format_table(rows: list[dict], sweep_dir: Path) -> str:
+def format_table(rows: list[dict], sweep_dir: Path, metric: Optional[str] = None) -> str:
+    """The console table: counts, a line per job, each failed job's error, the best job.
+    `metric` (default: the sweep's ranking) gets its own column unless it is one shown anyway."""
+    metric = metric or ranking(sweep_dir).metric
     keys = swept_keys(rows)
-    head = ["job", "", *keys, "perplexity", "tokens/s", "seconds", "status", "error"]
+    extra = [] if metric in ("perplexity", "tokens_per_s") else [metric]
+    head = ["job", "", *keys, *extra, "perplexity", "tokens/s", "seconds", "status", "error"]
     lines = []
     for r in rows:
-        params = dict(_parse_override(o) for o in r["overrides"])
-        lines.append([str(r["job"]), r["best"], *[params.get(k, "") for k in keys],
-                      fmt(r["perplexity"]), fmt(r["tokens_per_s"]), fmt(r["seconds"]),
-                      r["status"], (r["error"] or "")[:60]])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+        p = params(r)
+        lines.append([str(r["job"]), r["best"], *[p.get(k, "") for k in keys],
+                      *[fmt(r["metric"]) for _ in extra], fmt(r["perplexity"]),
+                      fmt(r["tokens_per_s"]), fmt(r["seconds"]), r["status"], (r["error"] or "")[:60]])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
     out = [f"sweep {sweep_dir}: {len(rows)} job(s), "
            f"{sum(r['status'] == 'completed' for r in rows)} completed, "
            f"{sum(r['status'] == 'failed' for r in rows)} failed, "
            f"{sum(r['status'] == 'not run' for r in rows)} not run"]
     out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
-    for l in lines:
-        out.append("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip())
+    for line in lines:
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
     for r in rows:
         if r["status"] == "failed" and r["error"]:
             out.append(f"job {r['job']} failed: {r['error']}")
-    best = next((r for r in rows if r["best"]), None)
+    best = best_row(rows)
     if best:
-        shown = [o for o in best["overrides"] if _parse_override(o)[0] in keys] or best["overrides"]
-        out.append(f"best (*): job {best['job']} {' '.join(shown)} -> {best['run_dir']}")
+        shown = [o for o in best["overrides"] if parse_override(o)[0] in keys] or best["overrides"]
+        out.append(f"best (*): job {best['job']} {' '.join(shown)} ({metric} {fmt(best['metric'])}) "
+                   f"-> {best['run_dir']}")
     out.append(f"summary: {sweep_dir / SUMMARY_CSV}" + (f", plot: {sweep_dir / PLOT_FILE}"
                                                           if (sweep_dir / PLOT_FILE).exists() else ""))
     return "\n".join(out)
@@ -287,16 +341,37 @@ def fmt(v: Optional[float]) -> str:
     return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def sweep_rows(sweep_dir: Path) -> tuple[list[dict], dict]:
+# -------------------------------------------------------------------------------------- writing
+def write_summary(sweep_dir: Path, *, metric: str = DEFAULT_METRIC, direction: str = DEFAULT_DIRECTION,
+                  plot: bool = True) -> list[dict]:
+    """summary.csv, best.json and sweep.png in `sweep_dir`; returns the rows (best starred)."""
+    from llmops.core.io import atomic_write_json, atomic_write_text
+
+    sweep_dir = Path(sweep_dir)
+    rank = Ranking(metric, direction)
+    rows = collect(sweep_dir, metric)
+    mark_best(rows, direction)
+    keys = swept_keys(rows)
+    atomic_write_text(sweep_dir / SUMMARY_CSV, summary_csv(rows, keys))
+    atomic_write_json(sweep_dir / BEST_FILE, best_record(rows, rank))
+    if plot and rows:
+        try:
+            plot_sweep(rows, keys, sweep_dir / PLOT_FILE, metric)
+        except Exception as e:  # a plot problem must not lose the csv
+            log.warning("could not draw %s: %s", sweep_dir / PLOT_FILE, e)
+    return rows
+
+
+def rebuild(sweep_dir: Path) -> tuple[list[dict], Ranking]:
+    """The summary again from the job directories, ranked as the sweep ranks (`ranking`)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise LLMOpsError(f"{sweep_dir}: no such sweep directory")
-    best = read_json(sweep_dir / BEST_FILE) or {}
-    metric = best.get("metric", "perplexity")
-    direction = best.get("direction", "minimize")
-    rows = write_summary(sweep_dir, metric=metric, direction=direction,
-                         plot=(sweep_dir / PLOT_FILE).exists() or not best)
+    had_summary = (sweep_dir / BEST_FILE).is_file()
+    rank = ranking(sweep_dir)
+    rows = write_summary(sweep_dir, metric=rank.metric, direction=rank.direction,
+                         plot=(sweep_dir / PLOT_FILE).exists() or not had_summary)
     if not rows:
         raise LLMOpsError(f"{sweep_dir}: no job directories (with {JOB_FILE} or state.json); "
                           f"is this the directory of an `llmops run -m` sweep?")
-    return rows, {"metric": metric, "direction": direction}
+    return rows, rank

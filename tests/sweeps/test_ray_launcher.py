@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.recipes.conftest import run_cli
+from tests.sweeps.helpers import compose_and_check
 
 
 def _base(tmp_path: Path, cache: Path) -> list[str]:
@@ -87,3 +88,13 @@ def test_ray_launcher_failure_with_fail_fast_leaves_the_rest_not_run(tmp_path, s
     assert "dataset.max_train_blocks" in rows[0]["error"]
     assert "sweep.fail_fast=true and job 0 failed" in rows[1]["error"]
     assert not (sd / "1" / "state.json").exists()
+
+
+def test_composing_with_the_ray_launcher_imports_neither_ray_nor_torch():
+    # Hydra imports every plugin module when it starts; the launcher's work is loaded at launch
+    r = compose_and_check(["hydra/launcher=ray", "hydra.launcher.max_parallel=3"], (
+        "assert cfg.hydra.launcher._target_.endswith('ray_launcher.RayLauncher'), cfg.hydra.launcher\n"
+        "assert cfg.hydra.launcher.max_parallel == 3 and cfg.hydra.launcher.job_timeout_s == 0\n"
+        "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"))
+    assert r.returncode == 0, r.stderr

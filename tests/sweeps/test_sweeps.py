@@ -1,20 +1,16 @@
-"""Sweeps: bad input, failures and fail_fast, the summary and report, the resumable Optuna study."""
+"""Sweeps: bad input, failures and fail_fast, the summary and report, the Optuna overlay.
+
+The resumable Optuna sweeper itself: test_optuna_sweeper.py."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from llmops import cli
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).resolve().parent / "data"
 
 
 def _sweep_dir(out: Path) -> Path:
@@ -118,35 +114,4 @@ def test_optuna_overlay_composes_with_a_persistent_study_in_the_sweep_dir(tmp_pa
     assert "storage: sqlite:///${hydra.sweep.dir}/optuna.db" in out  # persistent, in the sweep dir
     assert "dir: ${paths.output_root}/multirun/${run_name}-optuna_lr" in out  # fixed: reruns resume
     assert "training.lr: tag(log, interval(1e-4, 3e-3))" in out
-
-
-def _optuna_app(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(DATA / "optuna_app.py"), "-m",
-                           f"hydra.sweep.dir={sweep_dir}",
-                           f"hydra.sweeper.storage=sqlite:///{sweep_dir}/study.db", *extra],
-                          capture_output=True, text=True, env=env, timeout=120)
-
-
-def test_interrupted_optuna_search_resumes_where_it_stopped(tmp_path):
-    import optuna
-
-    sd = tmp_path / "sweep"
-    sd.mkdir()
-    first = _optuna_app(sd, "interrupt_at=2")  # Ctrl-C inside the third trial
-    assert first.returncode != 0
-    study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{sd}/study.db")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
-
-    second = _optuna_app(sd)
-    assert second.returncode == 0, second.stderr
-    assert "has 2 finished trial(s) of 4; running 2 more" in second.stdout + second.stderr
-    study = optuna.load_study(study_name="quadratic", storage=f"sqlite:///{sd}/study.db")
-    states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    # new jobs are numbered after the old ones: no job directory was reused
-    assert sorted(p.name for p in sd.iterdir() if p.is_dir()) == ["0", "1", "2", "3", "4"]
-
-    third = _optuna_app(sd)  # nothing left to do
-    assert third.returncode == 0
-    assert len(optuna.load_study(study_name="quadratic", storage=f"sqlite:///{sd}/study.db").trials) == 5
+    assert "direction: ${sweep.direction}" in out  # stated once: the summary ranks by the same

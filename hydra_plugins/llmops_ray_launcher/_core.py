@@ -1,0 +1,384 @@
+"""The Ray launcher's work: compose the jobs, prepare each dataset once, run the jobs as processes
+in Ray tasks that reserve their training's CPUs, and hand Hydra a JobReturn per job.
+
+Each job is `llmops run RECIPE <its overrides> hydra.run.dir=<job dir> run_id=<job run id>` in its
+own process. The job's embedded Ray (and Ray Train) lives in that process, so no job ever asks
+the sweep's Ray for resources: nothing can deadlock, a job that crashes takes nobody else down,
+and every job gets a clean interpreter. A task reserves `cluster.num_workers *
+cluster.cpus_per_worker` CPUs for `cluster=local` (else one, for the job's driver; its training
+runs on the configured cluster), at most the whole cluster. Jobs are submitted only while they
+fit, so with `sweep.fail_fast=true` the jobs not yet started after a failure are not started.
+
+Only public names of llmops and Hydra are used: `llmops.run.RunDir` to read a job's state,
+`llmops.pipeline.engine` for the job's run id, the data fingerprint and the job's return value
+(the metric `sweep.metric` names, as for the in-process launcher), `llmops.hydra_app` for the
+sweep's failure record. Loaded by `ray_launcher.RayLauncher.launch`; ray only inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from llmops.core.errors import LLMOpsError
+from llmops.hydra_app import NotRun, note_failure
+from llmops.pipeline import engine
+from llmops.run import RunDir
+from llmops.run import sweep as sweeps
+
+log = logging.getLogger("llmops")
+
+# the environment a job's process must not inherit from a Ray worker (it starts its own Ray)
+RAY_ENV = ("RAY_ADDRESS", "RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_NODE_ID")
+
+
+@dataclass
+class Job:
+    idx: int
+    overrides: list
+    sweep_config: Any
+    task_cfg: Any
+    job_dir: Path
+    run_id: str
+    cpus: int
+    status: str = "pending"  # pending | running | completed | failed | not run
+    error: str = ""
+    seconds: float = 0.0
+    result: Any = None
+    started: Optional[float] = None
+    ended: Optional[float] = None
+
+
+@dataclass
+class Context:
+    """What every job's process shares: the recipe, where and how it runs."""
+
+    recipe: Path
+    sweep_dir: Path
+    cwd: str
+    env: dict
+    hydra_args: list  # hydra.searchpath / hydra.verbose overrides, passed on to each job
+    timeout_s: int
+
+    def argv(self, overrides: Sequence[str], job_dir: Path, run_id: str,
+             extra: Sequence[str] = ()) -> list:
+        return [sys.executable, "-m", "llmops.cli", "run", str(self.recipe), *overrides, *extra,
+                *self.hydra_args, f"hydra.run.dir={job_dir}", f"run_id={run_id}"]
+
+
+# ----------------------------------------------------------------------------------- launch
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+    """`RayLauncher.launch`: run the jobs, return a JobReturn per job in job order."""
+    from hydra.core.utils import configure_log, setup_globals
+
+    config = launcher.config
+    assert config is not None and launcher.hydra_context is not None, "setup() first"
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(recipe=recipe_path(config), sweep_dir=sweep_dir, cwd=os.getcwd(), env=child_env(),
+                  hydra_args=hydra_passthrough(config), timeout_s=launcher.job_timeout_s)
+
+    jobs = compose_jobs(launcher, job_overrides, initial_job_idx, sweep_dir)
+    if not jobs:
+        return []
+    opts = jobs[0].task_cfg.sweep
+    fail_fast = bool(opts.fail_fast)
+    if bool(opts.prepare_once):  # before any job starts (and before Ray: it needs none)
+        prepare_once(jobs, ctx, fail_fast)
+    run_on_ray(jobs, ctx, fail_fast, address=launcher.address, num_cpus=launcher.num_cpus,
+               max_parallel=launcher.max_parallel)
+    return [job_return(j, ctx.cwd) for j in jobs]
+
+
+def compose_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                 sweep_dir: Path) -> list[Job]:
+    """Each job's config (the sweep config with its overrides), directory, run id and CPUs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = []
+    for i, ov in enumerate(job_overrides):
+        idx = initial_job_idx + i
+        sc = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(ov))
+        with open_dict(sc):
+            sc.hydra.job.id = f"job_id_for_{idx}"
+            sc.hydra.job.num = idx
+        HydraConfig.instance().set_config(sc)
+        subdir = str(OmegaConf.select(sc, "hydra.sweep.subdir"))
+        task_cfg = OmegaConf.masked_copy(sc, [k for k in sc.keys() if k != "hydra"])
+        user_run_id = any(str(o).split("=", 1)[0] == "run_id" for o in ov)
+        run_id = str(task_cfg.run_id) if user_run_id else engine.job_run_id(str(task_cfg.run_id), idx)
+        jobs.append(Job(idx, list(ov), sc, task_cfg, sweep_dir / subdir, run_id,
+                        job_cpus(task_cfg, launcher.cpus_per_job)))
+    return jobs
+
+
+def job_cpus(task_cfg: DictConfig, cpus_per_job: Optional[int]) -> int:
+    """The CPUs a job's training uses (`hydra.launcher.cpus_per_job` when set)."""
+    if cpus_per_job:
+        return int(cpus_per_job)
+    c = task_cfg.cluster
+    kind = str(getattr(c.kind, "value", c.kind))
+    if kind == "local":
+        return max(1, int(c.num_workers) * int(c.cpus_per_worker))
+    return 1  # the job's driver; its training runs on the configured cluster
+
+
+def recipe_path(config: DictConfig) -> Path:
+    """The recipe file (Hydra's primary config) of the sweep."""
+    name = str(config.hydra.job.config_name)
+    for src in config.hydra.runtime.config_sources:  # --config-dir is "command-line"
+        if src.schema == "file" and src.provider in ("command-line", "main"):
+            p = Path(str(src.path)) / f"{name}.yaml"
+            if p.is_file():
+                return p
+    raise LLMOpsError("ray launcher: cannot find the recipe file (primary config) of this sweep")
+
+
+def hydra_passthrough(config: DictConfig) -> list:
+    return [str(o) for o in config.hydra.overrides.hydra
+            if str(o).split("=", 1)[0].lstrip("+") in ("hydra.searchpath", "hydra.verbose")]
+
+
+def child_env() -> dict:
+    """This process's environment for a job's process: llmops importable, no Ray worker's vars."""
+    import llmops
+
+    env = {k: v for k, v in os.environ.items() if k not in RAY_ENV}
+    root = str(Path(llmops.__file__).resolve().parent.parent)
+    paths = [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+# ----------------------------------------------------------------------------- prepare once
+def prepare_once(jobs: list[Job], ctx: Context, fail_fast: bool = False) -> None:
+    """Tokenize each distinct dataset of the sweep once, before the jobs run in parallel."""
+    groups: dict = {}
+    for j in jobs:
+        stages = [str(getattr(s, "value", s)) for s in j.task_cfg.stages]
+        if "prepare_data" not in stages:
+            continue
+        try:
+            fp = engine.stage_fingerprint(j.task_cfg, "prepare_data", {})
+        except Exception:
+            continue  # the job itself will report what is wrong with its config
+        groups.setdefault(fp, []).append(j)
+    for fp, members in groups.items():
+        if fail_fast and any(j.status == "failed" for j in jobs):
+            return  # the rest will not run
+        first = members[0]
+        pdir = ctx.sweep_dir / ".prepare" / fp
+        log.info("ray launcher: preparing data %s once for job(s) %s", fp,
+                 ", ".join(str(m.idx) for m in members))
+        out = run_child(ctx.argv(first.overrides, pdir, f"{first.run_id}-prepare",
+                                 extra=["stages=[prepare_data]"]),
+                        ctx.cwd, ctx.env, str(pdir / "llmops.log"), ctx.timeout_s)
+        if out["rc"] != 0:
+            err = state_error(pdir) or log_tail(pdir / "llmops.log")
+            for m in members:
+                m.status, m.error, m.seconds = "failed", f"prepare_data (shared): {err}", 0.0
+                record(m)
+
+
+# ------------------------------------------------------------------------------------ on Ray
+def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, address: Optional[str],
+               num_cpus: Optional[int], max_parallel: Optional[int]) -> None:
+    """Run the pending jobs, in order, as many at once as their CPUs (and max_parallel) allow."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address="local", num_cpus=int(num_cpus or os.cpu_count() or 1), num_gpus=0,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        started = True
+    running: dict = {}
+    try:
+        total = int(ray.cluster_resources().get("CPU", 1))
+        for j in jobs:
+            j.cpus = min(j.cpus, total)  # a job larger than the cluster still runs, alone
+        log.info("ray launcher: %d job(s) on %d CPU(s), sweep directory %s", len(jobs), total,
+                 ctx.sweep_dir)
+        for j in jobs:
+            log.info("  #%d : %s (%d CPU)", j.idx, " ".join(shown_overrides(j.overrides)), j.cpus)
+
+        remote = ray.remote(run_child)
+        pending = [j for j in jobs if j.status == "pending"]
+        free = total
+        failed_any = any(j.status == "failed" for j in jobs)
+        while pending or running:
+            # start jobs in order while they fit (and while fail_fast allows)
+            while pending and not (fail_fast and failed_any):
+                j = pending[0]
+                if running and (j.cpus > free or (max_parallel and len(running) >= max_parallel)):
+                    break
+                pending.pop(0)
+                j.job_dir.mkdir(parents=True, exist_ok=True)
+                ref = remote.options(num_cpus=j.cpus, max_retries=0).remote(
+                    ctx.argv(j.overrides, j.job_dir, j.run_id), ctx.cwd, ctx.env,
+                    str(j.job_dir / "llmops.log"), ctx.timeout_s)
+                running[ref] = j
+                free -= j.cpus
+                j.status = "running"
+            if fail_fast and failed_any and pending:
+                for j in pending:
+                    j.status = "not run"
+                    j.error = f"not run: sweep.fail_fast=true and job {first_failed(jobs)} failed"
+                    record(j)
+                pending = []
+            if not running:
+                break
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                j = running.pop(ref)
+                free += j.cpus
+                try:
+                    out = ray.get(ref)
+                except Exception as e:  # the Ray task itself failed (node lost, ...)
+                    out = {"rc": -1, "seconds": 0.0, "error": f"{type(e).__name__}: {e}"}
+                finish(j, out, ctx.timeout_s)
+                failed_any = failed_any or j.status == "failed"
+    except KeyboardInterrupt:
+        for ref in list(running):
+            ray.cancel(ref)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def shown_overrides(overrides: Sequence[str]) -> list:
+    from hydra.core.utils import filter_overrides
+
+    return list(filter_overrides(list(overrides)))
+
+
+def run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int) -> dict:
+    """Run one job's process to its end (also the body of the Ray task)."""
+    import signal
+    import subprocess
+
+    t0 = time.time()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        try:
+            while p.poll() is None:
+                if timeout_s and time.time() - t0 > timeout_s:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    try:
+                        p.wait(30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    return {"rc": 124, "seconds": time.time() - t0, "timeout": True,
+                            "started": t0, "ended": time.time()}
+                time.sleep(0.2)
+        except BaseException:  # cancelled or interrupted: take the job (and its Ray) down with us
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+            except Exception:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except Exception:
+                    pass
+            raise
+    return {"rc": p.returncode, "seconds": time.time() - t0, "timeout": False,
+            "started": t0, "ended": time.time()}
+
+
+# ----------------------------------------------------------------------------------- results
+def finish(j: Job, out: dict, timeout_s: int) -> None:
+    """A job's process ended: its status, error or return value (the sweep metric), its record."""
+    j.seconds = round(float(out.get("seconds", 0.0)), 2)
+    j.started, j.ended = out.get("started"), out.get("ended")
+    if out.get("rc") == 0:
+        try:
+            state = RunDir(j.job_dir).maybe_state()
+        except LLMOpsError:
+            state = None
+        # the job's return value: the metric sweep.metric names, as for the in-process launcher
+        j.status, j.result = "completed", engine.sweep_metric(j.task_cfg, state) if state else None
+        log.info("ray launcher: job %d done in %.1f s%s", j.idx, j.seconds,
+                 f", {j.task_cfg.sweep.metric} {j.result:.4g}" if isinstance(j.result, (int, float)) else "")
+    else:
+        j.status = "failed"
+        if out.get("timeout"):
+            j.error = f"stopped after hydra.launcher.job_timeout_s={timeout_s}"
+        else:
+            j.error = out.get("error") or state_error(j.job_dir) or log_tail(j.job_dir / "llmops.log")
+        log.error("ray launcher: job %d failed after %.1f s: %s (log: %s)", j.idx, j.seconds,
+                  j.error, j.job_dir / "llmops.log")
+    record(j)
+
+
+def record(j: Job) -> None:
+    """The job's sweep_job.json (what the summary reads); a failure is noted for fail_fast."""
+    sweeps.write_job_record(j.job_dir, {
+        "num": j.idx, "overrides": j.overrides, "status": j.status, "error": j.error or None,
+        "seconds": j.seconds, "result": j.result, "cpus": j.cpus, "launcher": "ray", "started": j.started, "ended": j.ended,
+    })
+    if j.status == "failed":
+        note_failure(j.idx)
+
+
+def job_return(j: Job, cwd: str) -> JobReturn:
+    r = JobReturn()
+    r.overrides = j.overrides
+    r.cfg = j.task_cfg
+    r.hydra_cfg = j.sweep_config
+    r.working_dir = cwd
+    if j.status == "completed":
+        r.status = JobStatus.COMPLETED
+        r.return_value = j.result
+    else:
+        r.status = JobStatus.FAILED
+        r.return_value = (NotRun(j.error) if j.status == "not run"
+                          else LLMOpsError(f"job {j.idx} ({' '.join(j.overrides)}) failed: {j.error}"))
+    return r
+
+
+def first_failed(jobs: list[Job]) -> Any:
+    return next((j.idx for j in jobs if j.status == "failed"), "?")
+
+
+def state_error(run_dir: Path) -> str:
+    """The error of the run's failed stage, from its state.json ("" when none)."""
+    try:
+        state = RunDir(run_dir).maybe_state()
+    except LLMOpsError:
+        return ""
+    for name, s in (state.data["stages"] if state else {}).items():
+        if s.get("status") == "failed":
+            return f"stage '{name}' failed: {s.get('error')}"
+    return ""
+
+
+def log_tail(p: Path) -> str:
+    """The CLI's error message at the end of a job's log (else its last error-looking line)."""
+    try:
+        lines = [line for line in p.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    starts = [i for i, line in enumerate(lines) if line.startswith("llmops: error:")]
+    if starts:  # the CLI's own message, with its indented problem lines
+        block = [lines[starts[-1]][len("llmops: error:"):].strip()]
+        block += [line.strip() for line in lines[starts[-1] + 1:] if line.startswith(" ")]
+        return " ".join(block)[:500]
+    errs = [line for line in lines if "error" in line.lower()]
+    return (errs[-1] if errs else (lines[-1] if lines else "no output")).strip()[:500]
