@@ -42,4 +42,8 @@ def get_backend(cfg: DictConfig) -> ClusterBackend:
         from llmops.clusters.codeflare import CodeflareBackend
 
         return CodeflareBackend(cfg)
+    if kind == "kubeflow":
+        from llmops.clusters.kubeflow import KubeflowBackend
+
+        return KubeflowBackend(cfg)
     raise ValueError(f"cluster.kind: unknown kind {kind!r}")

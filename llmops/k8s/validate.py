@@ -29,6 +29,11 @@ CRDS = {  # (apiVersion, kind) -> CRD file under kserve/
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "kserve/serving.kserve.io_servingruntimes.yaml",
     ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"):
         "kserve/serving.kserve.io_clusterservingruntimes.yaml",
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): "kubeflow/trainer.kubeflow.org_trainjobs.yaml",
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"):
+        "kubeflow/trainer.kubeflow.org_trainingruntimes.yaml",
+    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"):
+        "kubeflow/trainer.kubeflow.org_clustertrainingruntimes.yaml",
 }
 CORE = {("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Namespace")}
 
