@@ -99,15 +99,17 @@ def check_kubeflow(c: Checker, mode: str) -> None:
         p = dns1035_problem(str(name), TRAINJOB_MAX)
         if p:
             c.add("cluster.name", f"{p} (a TrainJob name: DNS-1035, at most {TRAINJOB_MAX} characters)")
-    for env, ref in (c.get("cluster.secret_env") or {}).items():
-        secret, _, key = str(ref).partition("/")
-        if not key or dns1123_problem(secret.split(".")[0]) or "/" in key:
-            c.add(f"cluster.secret_env.{env}", f"'secret-name/key' (a Secret in cluster.namespace and "
-                  f"one of its keys), not {ref!r}")
+    env_name = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    for i, item in enumerate(c.get("cluster.env_from") or []):
+        env, _, ref = str(item).partition("=")
+        secret, _, key = ref.partition("/")
+        if not env_name.match(env) or not key or "/" in key or dns1123_problem(secret, 253):
+            c.add(f"cluster.env_from.{i}", "'ENV=secret-name/key' (an environment variable from "
+                  "a key of a Secret in cluster.namespace)")
     from llmops.core import secrets
 
     for env in (c.get("cluster.envs") or {}) if mode == "cluster" else ():
         if secrets.is_secret_key(str(env)):  # its value is not repeated in the message
             c.problems.append(f"cluster.envs.{env}: a secret would be stored in the TrainJob "
-                              f"object; give it as cluster.secret_env.{env}='secret-name/key' "
+                              f"object; give it as cluster.env_from=['{env}=secret-name/key'] "
                               "(a Kubernetes Secret reference)")

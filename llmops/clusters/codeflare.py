@@ -83,7 +83,9 @@ class KubeApi:
             elif method == "incluster":
                 config.load_incluster_config(client_configuration=conf)
             else:
-                config.load_kube_config(client_configuration=conf)
+                # $KUBECONFIG now, not as the client read it when it was imported
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                        client_configuration=conf)
         except ConfigException as e:
             where = os.environ.get("KUBECONFIG") or "~/.kube/config"
             if method == "incluster":

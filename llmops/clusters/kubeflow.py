@@ -12,7 +12,7 @@ mode=cluster: ``TrainerClient(KubernetesBackendConfig)`` against the cluster of 
 credentials (the same credentials path as cluster=codeflare). Before submitting: the namespace,
 the Kueue LocalQueue and the runtime are checked (it must exist and be a torch runtime). The
 TrainJob is deleted at the end unless ``cluster.keep``, and on failure, timeout and Ctrl-C.
-Credentials reach the pods only as Secret references (``cluster.secret_env``: a RuntimePatch
+Credentials reach the pods only as Secret references (``cluster.env_from``: a RuntimePatch
 with ``valueFrom.secretKeyRef``); the TrainJob holds no secret value.
 
 mode=local: ``TrainerClient(LocalProcessBackendConfig)``, the SDK's local process backend: one
@@ -119,10 +119,11 @@ def labels(cfg) -> dict:
 
 
 def secret_env(cfg) -> list[dict]:
-    """cluster.secret_env {ENV: "secret/key"} as container env entries with secretKeyRef."""
+    """cluster.env_from ["ENV=secret-name/key"] as container env entries with secretKeyRef."""
     out = []
-    for env, ref in (cfg.cluster.secret_env or {}).items():
-        secret, _, key = str(ref).partition("/")
+    for item in cfg.cluster.env_from or []:
+        env, _, ref = str(item).partition("=")
+        secret, _, key = ref.partition("/")
         out.append({"name": str(env), "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return out
 

@@ -93,7 +93,7 @@ class ClusterConfig:
     node_cpus: int = 2  # CPU request = limit of each node
     node_memory_gb: int = 8  # memory request = limit of each node, in GiB
     node_gpus: int = 0  # GPUs of each node (nvidia.com/gpu)
-    secret_env: Dict[str, str] = field(default_factory=dict)  # ENV: "secret-name/key" (secretKeyRef)
+    env_from: List[str] = field(default_factory=list)  # "ENV=secret-name/key": env from a Secret
 
 
 # --------------------------------------------------------------------------------------- dataset
