@@ -78,13 +78,13 @@ def job_name(cfg) -> str:
     """cluster.name when set (checked), else derived from the run id: DNS-1035, <= 40 characters."""
     from llmops.core.names import dns1035_problem, k8s_name
 
-    c = cfg.cluster
-    if c.name:
-        p = dns1035_problem(str(c.name), TRAINJOB_MAX)
-        if p:
-            raise ConfigError([f"cluster.name: {p} (a TrainJob name)"])
-        return str(c.name)
-    return k8s_name(str(cfg.run_id), TRAINJOB_MAX, dns1035=True)
+    given = cfg.cluster.name
+    if not given:
+        return k8s_name(str(cfg.run_id), TRAINJOB_MAX, dns1035=True)
+    problem = dns1035_problem(str(given), TRAINJOB_MAX)
+    if problem is not None:
+        raise ConfigError([f"cluster.name: {problem} (a TrainJob name)"])
+    return str(given)
 
 
 def resources_per_node(cfg) -> dict:
@@ -405,12 +405,11 @@ class KubeflowBackend:
             return self
         from llmops.clusters.codeflare import KubeApi
 
-        c = self.cfg.cluster
-        if self.kube is None:
-            self.kube = KubeApi.from_config(self.cfg)
+        self.kube = self.kube or KubeApi.from_config(self.cfg)  # cluster.auth: one credentials path
         self.kube.check_namespace(self.namespace)
-        if c.local_queue:
-            self.kube.check_local_queue(self.namespace, str(c.local_queue))
+        queue = self.cfg.cluster.local_queue
+        if queue:
+            self.kube.check_local_queue(self.namespace, str(queue))
         from kubeflow.common.types import KubernetesBackendConfig
         from kubeflow.trainer import TrainerClient
 
