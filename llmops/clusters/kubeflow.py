@@ -63,6 +63,15 @@ def _v(x) -> str:
     return str(getattr(x, "value", x))
 
 
+def require_sdk() -> None:
+    """The Kubeflow SDK is an optional dependency: say how to get it."""
+    try:
+        import kubeflow.trainer  # noqa: F401
+    except ImportError as e:
+        raise LLMOpsError(f"cluster=kubeflow needs the Kubeflow SDK ({e}): pip install "
+                          "'llmops[kubeflow]' (PyPI kubeflow 0.5)") from None
+
+
 def encode_payload(cfg, task: TrainingTask) -> str:
     config, _ = job_config(cfg, pass_secrets=False)  # references only: the TrainJob is not a secret
     payload = {"config": config, "run": task_payload(task)}
@@ -167,6 +176,7 @@ def stock_runtime(cfg):
 def trainjob_body(cfg, payload: str, name: str, runtime=None) -> dict:
     """The TrainJob the SDK's ``train()`` creates for these inputs, built here without an API
     call from the SDK's own public pieces (its trainer builder and its options)."""
+    require_sdk()
     from kubeflow.trainer.backends.kubernetes import utils
     from kubeflow.trainer.backends.kubernetes.backend import KubernetesBackend
     from kubeflow_trainer_api import models
@@ -391,6 +401,7 @@ class KubeflowBackend:
 
     # -- connect
     def __enter__(self) -> "KubeflowBackend":
+        require_sdk()
         if self.mode == "local":
             if int(self.cfg.cluster.nodes) != 1:
                 raise ConfigError([f"cluster.nodes = {self.cfg.cluster.nodes}: cluster.mode=local "
