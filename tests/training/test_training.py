@@ -95,7 +95,7 @@ def test_lora_export_is_a_merged_plain_model_with_the_adapter_beside_it(compose,
 
     cfg = compose("quickstart", "stages=[prepare_data,train,export]", *SMALL, "training=lora",
                   "training.max_steps=4", "training.eval_steps=2", "training.lr=1e-2")
-    st = engine.run(cfg, tmp_path / "run")["state"]["stages"]
+    st = engine.run(cfg, tmp_path / "run").state.data["stages"]
     hf = Path(st["export"]["outputs"]["model_uri"][len("file://"):])
     adapter = Path(st["export"]["outputs"]["adapter_uri"][len("file://"):])
     with safe_open(hf / "model.safetensors", "pt") as f:
