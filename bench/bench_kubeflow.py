@@ -101,6 +101,9 @@ def main() -> None:
           med["kubeflow_local"]["end_to_end_s"] / med["local"]["end_to_end_s"])
     losses = {n: rs[0]["eval_loss"] for n, rs in results.items()}
     print(f"# final eval loss: {losses}")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
