@@ -47,4 +47,8 @@ def get_backend(cfg: DictConfig) -> ClusterBackend:
         from llmops.clusters.raycluster import RayClusterBackend
 
         return RayClusterBackend(cfg)
+    if kind == "kubeflow":
+        from llmops.clusters.kubeflow import KubeflowBackend
+
+        return KubeflowBackend(cfg)
     raise ValueError(f"cluster.kind: unknown kind {kind!r}")

@@ -25,6 +25,10 @@ def check(c: Checker) -> None:
             c.add("cluster.address", "the Ray dashboard URL for cluster=ray, e.g. http://127.0.0.1:8265")
         elif not url.match(str(addr)):
             c.add("cluster.address", "an http(s)://host:port URL of the Ray dashboard (Jobs API)")
+    if kind == "kubeflow":
+        check_kubeflow(c, mode)
+    elif kind == "codeflare" and mode not in ("raycluster", "rayjob"):
+        c.add("cluster.mode", f"raycluster or rayjob with cluster=codeflare, not {mode}")
     if kind != "codeflare":
         return
     p = image_problem(c.get("cluster.image"))
@@ -86,3 +90,45 @@ def _check_envs(c: Checker) -> None:
             c.problems.append(secrets.scrub(f"{key} (from {origin}): {msg}"))
     except Exception:
         pass  # an unresolvable value: reported by the config's own resolution check
+
+
+def check_kubeflow(c: Checker, mode: str) -> None:
+    """cluster=kubeflow: mode cluster|local, one node locally, names, resources, Secret refs."""
+    from llmops.clusters.kubeflow import TRAINJOB_MAX
+
+    if mode not in ("cluster", "local"):
+        c.add("cluster.mode", f"cluster or local with cluster=kubeflow, not {mode}")
+    c.positive_ints("cluster.nodes", "cluster.node_cpus", "cluster.node_memory_gb")
+    c.nonnegative_ints("cluster.node_gpus", "cluster.ready_timeout_s")
+    nodes = c.get("cluster.nodes")
+    if mode == "local" and isinstance(nodes, int) and nodes != 1:
+        c.add("cluster.nodes", f"1 with cluster.mode=local (the SDK's local process backend runs "
+              f"one node), not {nodes}; use cluster.mode=cluster for more")
+    if mode == "local" and str(c.get("cluster.runtime")) != "torch-distributed":
+        c.add("cluster.runtime", "torch-distributed with cluster.mode=local (the only runtime of "
+              "the SDK's local process backend)")
+    if not str(c.get("cluster.runtime") or "").strip():
+        c.add("cluster.runtime", "a TrainingRuntime or ClusterTrainingRuntime name, e.g. torch-distributed")
+    for key in ("cluster.namespace", "cluster.local_queue"):
+        v = c.get(key)
+        if v is not None and dns1123_problem(str(v)):
+            c.add(key, dns1123_problem(str(v)))
+    name = c.get("cluster.name")
+    if name is not None:
+        p = dns1035_problem(str(name), TRAINJOB_MAX)
+        if p:
+            c.add("cluster.name", f"{p} (a TrainJob name: DNS-1035, at most {TRAINJOB_MAX} characters)")
+    env_name = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    for i, item in enumerate(c.get("cluster.env_from") or []):
+        env, _, ref = str(item).partition("=")
+        secret, _, key = ref.partition("/")
+        if not env_name.match(env) or not key or "/" in key or dns1123_problem(secret, 253):
+            c.add(f"cluster.env_from.{i}", "'ENV=secret-name/key' (an environment variable from "
+                  "a key of a Secret in cluster.namespace)")
+    from llmops.core import secrets
+
+    for env in (c.get("cluster.envs") or {}) if mode == "cluster" else ():
+        if secrets.is_secret_key(str(env)):  # its value is not repeated in the message
+            c.problems.append(f"cluster.envs.{env}: a secret would be stored in the TrainJob "
+                              f"object; give it as cluster.env_from=['{env}=secret-name/key'] "
+                              "(a Kubernetes Secret reference)")

@@ -34,11 +34,14 @@ class ClusterKind(str, Enum):
     local = "local"  # embedded Ray in this process
     ray = "ray"  # an existing Ray cluster, through the Jobs API
     codeflare = "codeflare"  # KubeRay through the CodeFlare SDK
+    kubeflow = "kubeflow"  # a Kubeflow Trainer v2 TrainJob through the Kubeflow SDK
 
 
 class ClusterMode(str, Enum):
     raycluster = "raycluster"  # a long-lived RayCluster, jobs submitted to its dashboard
     rayjob = "rayjob"  # one RayJob CR with the cluster spec inline
+    cluster = "cluster"  # kubeflow: a TrainJob on the cluster of the kube credentials
+    local = "local"  # kubeflow: the SDK's local process backend on this machine (one node)
 
 
 @dataclass
@@ -86,6 +89,14 @@ class ClusterConfig:
     auth: str = "auto"  # auto | kubeconfig | incluster | token
     bearer_env: str = "LLMOPS_K8S_TOKEN"  # auth=token: env var holding the bearer token
     server_env: str = "LLMOPS_K8S_SERVER"  # auth=token: env var holding the API server URL
+    # kubeflow: Kubeflow Trainer v2 (also: mode cluster|local, name, namespace, image, envs,
+    # labels, local_queue, keep, pip, job_timeout_s, ready_timeout_s, poll_interval_s, auth)
+    runtime: str = "torch-distributed"  # TrainingRuntime (namespace) or ClusterTrainingRuntime
+    nodes: int = 1  # training nodes (pods); torchrun runs one process per GPU (1 on CPU) in each
+    node_cpus: int = 2  # CPU request = limit of each node
+    node_memory_gb: int = 8  # memory request = limit of each node, in GiB
+    node_gpus: int = 0  # GPUs of each node (nvidia.com/gpu)
+    env_from: List[str] = field(default_factory=list)  # "ENV=secret-name/key": env from a Secret
 
 
 # --------------------------------------------------------------------------------------- dataset

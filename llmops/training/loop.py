@@ -1,11 +1,14 @@
-"""The training loop that runs on Ray Train workers: a transformers Trainer inside TorchTrainer.
+"""The training loop: a transformers Trainer in each training process, launched by Ray Train or
+by torchrun.
 
-`fit(cfg, run)` is the same on every cluster backend: it must run where Ray is connected (the
-embedded Ray of `cluster=local`, or a Ray job's driver on a remote cluster). Each worker builds
-the model, reads the prepared blocks, trains with `RayTrainReportCallback` (checkpoints go to
-the run's storage through Ray Train, keeping the best by eval loss) and, on rank 0, writes the
-final model straight to the configured store. A rerun with the same run id resumes from the
-latest checkpoint: same optimizer, scheduler and data position.
+`train_worker(cfg, task, ctx)` is the one training function. `ctx` (llmops.training.context) says
+where it runs: `fit(cfg, task)` launches it on Ray Train workers (TorchTrainer; it must run where
+Ray is connected: the embedded Ray of `cluster=local` or a Ray job's driver), `fit_torchrun(cfg,
+task)` runs it as one rank of a torch.distributed launch (a Kubeflow TrainJob's torchrun). Each
+process builds the model, reads the prepared blocks, trains, reports every checkpoint (to the
+run's checkpoint storage, keeping the best by eval loss) and, on rank 0, writes the final model
+straight to the configured store. A rerun with the same run id resumes from the latest
+checkpoint: same optimizer, scheduler and data position.
 """
 
 from __future__ import annotations
@@ -215,19 +218,23 @@ def _time_budget_callback(max_time_s: int):
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs in each Ray Train worker."""
-    import ray.train
+    from llmops.config.schema import typed
+    from llmops.training.context import RayContext
+
+    train_worker(typed(config["cfg"]), TrainingTask.from_dict(config["task"]), RayContext())
+
+
+def train_worker(cfg: DictConfig, task: TrainingTask, ctx) -> dict:
+    """One training process, whatever launched it (`ctx`: a llmops.training.context.TrainContext).
+    Returns the final metrics it reported (rank 0 adds the export's URIs and the history)."""
     import torch
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from transformers import Trainer
 
     from llmops import data
     from llmops.training import modeling
-    from llmops.config.schema import typed
+    from llmops.training.context import CHECKPOINT_NAME
 
-    cfg = typed(config["cfg"])
-    task = TrainingTask.from_dict(config["task"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ctx.rank
     use_gpu = int(cfg.cluster.gpus_per_worker) > 0
     torch.manual_seed(int(cfg.seed))
 
@@ -240,27 +247,26 @@ def train_loop_per_worker(config: dict) -> None:
     args = training_arguments(cfg, str(work / "hf"), use_gpu)
     block = int(train_ds.blocks.shape[1])
     tokens_per_step = (int(cfg.training.per_device_train_batch_size) * block
-                       * int(cfg.training.gradient_accumulation_steps) * ctx.get_world_size())
+                       * int(cfg.training.gradient_accumulation_steps) * ctx.world_size)
     metrics_path = Path(task.metrics_path) if rank == 0 and task.metrics_path else None
     mlog = _metrics_callback(metrics_path, tokens_per_step)
-    callbacks = [RayTrainReportCallback(), mlog]
+    callbacks = [*ctx.callbacks(), mlog]
     if int(cfg.training.max_time_s) > 0:
         callbacks.append(_time_budget_callback(int(cfg.training.max_time_s)))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       callbacks=callbacks, compute_metrics=token_accuracy,
                       preprocess_logits_for_metrics=argmax_logits)
-    trainer = prepare_trainer(trainer)
+    trainer = ctx.prepare(trainer)
 
     resume = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        local = work / "resume"
-        ckpt.to_directory(str(local))
-        if (local / RayTrainReportCallback.CHECKPOINT_NAME / "trainer_state.json").is_file():
-            resume = str(local / RayTrainReportCallback.CHECKPOINT_NAME)
-            print(f"llmops: resuming from checkpoint {ckpt.path}", flush=True)
+    local = work / "resume"
+    where = ctx.latest_checkpoint(local)
+    if where is not None:
+        if (local / CHECKPOINT_NAME / "trainer_state.json").is_file():
+            resume = str(local / CHECKPOINT_NAME)
+            print(f"llmops: resuming from checkpoint {where}", flush=True)
         else:
-            print(f"llmops: checkpoint {ckpt.path} holds no trainer state; starting afresh", flush=True)
+            print(f"llmops: checkpoint {where} holds no trainer state; starting afresh", flush=True)
     t0 = time.time()
     try:
         out = trainer.train(resume_from_checkpoint=resume)
@@ -291,34 +297,32 @@ def train_loop_per_worker(config: dict) -> None:
 
         final.update(export.save_trained(cfg, trainer.model, tokenizer, task.provenance, task.run_id,
                                          work / "final"))
-        # the last HF checkpoint again, now with the final metrics: Ray keeps the latest
-        # checkpoint whatever its score and makes its metrics result.metrics, and a rerun with a
-        # larger budget resumes from it (optimizer, scheduler and data position included)
+        # the last HF checkpoint again, now with the final metrics: the launcher keeps the
+        # latest checkpoint whatever its score (Ray makes its metrics result.metrics), and a
+        # rerun with a larger budget resumes from it (optimizer, scheduler and data position)
         from transformers.trainer_utils import get_last_checkpoint
 
         last = get_last_checkpoint(args.output_dir)
         if last is not None:
-            shutil.copytree(last, work / "final_ckpt" / RayTrainReportCallback.CHECKPOINT_NAME)
-            final_ckpt = ray.train.Checkpoint.from_directory(str(work / "final_ckpt"))
-    ray.train.report(final, checkpoint=final_ckpt)
+            shutil.copytree(last, work / "final_ckpt" / CHECKPOINT_NAME)
+            final_ckpt = work / "final_ckpt"
+    ctx.report(final, final_ckpt)
     shutil.rmtree(work, ignore_errors=True)
+    return final
 
 
 # ------------------------------------------------------------------------------------ driver
 def fit(cfg: DictConfig, task) -> TrainOutputs:
     """Train on the connected Ray cluster. `task`: a TrainingTask (or its dict, as a remote job
     receives it). Returns the train stage's outputs."""
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from llmops import storage
 
     c = cfg.cluster
-    task = TrainingTask.from_dict(task)
+    task = with_metrics_path(task)
     storage_path, fs = storage.ray_storage(cfg, Path(task.run_dir), task.run_id)
-    if not task.metrics_path:
-        task = dataclasses.replace(task, metrics_path=str(Path(task.run_dir) / METRICS_FILE))
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     plain.pop("hydra", None)
     trainer = TorchTrainer(
@@ -340,19 +344,37 @@ def fit(cfg: DictConfig, task) -> TrainOutputs:
     except Exception as e:  # ray.train.TrainingFailedError wraps the worker's exception
         raise LLMOpsError(_training_error(e)) from None
     m = dict(result.metrics or {})
-    history = m.pop("history", [])
     best = None
     if result.best_checkpoints:
         scored = [(ck, met) for ck, met in result.best_checkpoints if "eval_loss" in met]
         if scored:
             best = min(scored, key=lambda x: x[1]["eval_loss"])[0]
-    ckpt = best or result.checkpoint
-    metrics = {k: m.get(k) for k in ("train_loss", "eval_loss", "perplexity", "eval_accuracy",
-                                     "tokens_per_s", "global_step", "train_runtime_s", "epoch")}
-    out = TrainOutputs(metrics=metrics, checkpoint_uri=_ckpt_uri(ckpt, fs), model_uri=m.get("model_uri"),
-                       caikit_uri=m.get("caikit_uri"), adapter_uri=m.get("adapter_uri"),
-                       metrics_file=task.metrics_path)
+    out = train_outputs(m, _ckpt_uri(best or result.checkpoint, fs), task)
+    finish_files(task, out, m.get("history") or [])
+    return out
+
+
+def with_metrics_path(task) -> TrainingTask:
+    """The task (or its dict) with metrics.jsonl in the run directory unless it names another."""
+    task = TrainingTask.from_dict(task)
+    if not task.metrics_path:
+        task = dataclasses.replace(task, metrics_path=str(Path(task.run_dir) / METRICS_FILE))
+    return task
+
+
+def train_outputs(final: dict, checkpoint_uri: str | None, task: TrainingTask) -> TrainOutputs:
+    """The train stage's outputs from the final report of rank 0 (its metrics and export URIs)."""
+    metrics = {k: final.get(k) for k in ("train_loss", "eval_loss", "perplexity", "eval_accuracy",
+                                         "tokens_per_s", "global_step", "train_runtime_s", "epoch")}
+    return TrainOutputs(metrics=metrics, checkpoint_uri=checkpoint_uri, model_uri=final.get("model_uri"),
+                        caikit_uri=final.get("caikit_uri"), adapter_uri=final.get("adapter_uri"),
+                        metrics_file=task.metrics_path)
+
+
+def finish_files(task: TrainingTask, out: TrainOutputs, history: list) -> None:
+    """metrics.jsonl from the history when the training ran elsewhere (no file here), and loss.png."""
     if history and not Path(task.metrics_path).exists():
+        Path(task.metrics_path).parent.mkdir(parents=True, exist_ok=True)
         with open(task.metrics_path, "w") as f:
             for rec in history:
                 f.write(json.dumps(rec) + "\n")
@@ -361,7 +383,27 @@ def fit(cfg: DictConfig, task) -> TrainOutputs:
         out.loss_plot = str(Path(task.run_dir) / "loss.png")
     except Exception as e:  # a plot is a nicety; never fail a run for it
         log.warning("loss.png not written: %s", e)
-    return out
+
+
+def fit_torchrun(cfg: DictConfig, task) -> tuple[TrainOutputs | None, list]:
+    """Train in this process as one rank of a torch.distributed launch (torchrun; no Ray).
+    Checkpoints go to the same storage and layout as under Ray Train and a rerun resumes from
+    the latest. Returns (the train stage's outputs, the metric history) on rank 0, (None, [])
+    on the others."""
+    from llmops import storage
+    from llmops.training.context import TorchrunContext
+
+    task = with_metrics_path(task)
+    storage_path, fs = storage.ray_storage(cfg, Path(task.run_dir), task.run_id)
+    ctx = TorchrunContext(storage_path, task.run_id, storage_filesystem=fs,
+                          keep=int(cfg.training.save_total_limit))
+    final = train_worker(cfg, task, ctx)
+    if ctx.rank != 0:
+        return None, []
+    out = train_outputs(final, ctx.best_checkpoint(), task)
+    if Path(task.run_dir).is_dir():
+        finish_files(task, out, final.get("history") or [])
+    return out, final.get("history") or []
 
 
 def _ckpt_uri(ckpt, fs) -> str | None:
