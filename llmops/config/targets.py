@@ -2,7 +2,7 @@
 and the allow-list it must be on.
 
 A recipe, an option file or an override can name code to run: a ``_target_`` anywhere (Hydra
-instantiates ``hydra.callbacks``, ``hydra.launcher``, ``hydra.sweeper`` and the optuna sampler), a
+instantiates ``hydra.callbacks``, ``hydra.launcher``, ``hydra.sweeper``), a
 ``()`` factory or a handler/formatter ``class`` in ``hydra.job_logging`` / ``hydra.hydra_logging``
 (Python's ``logging.config.dictConfig`` imports and calls both), an ``ext://`` reference there
 (dictConfig imports the module), and optuna's ``hydra.sweeper.custom_search_space``. Hydra's own
@@ -31,10 +31,6 @@ BUILTIN_TARGETS = frozenset({
     "hydra_plugins.llmops_optuna.resumable_optuna.ResumableOptunaSweeper",
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-    # the samplers hydra-optuna-sweeper ships configs for (hydra/sweeper/sampler=...)
-    "optuna.samplers.TPESampler", "optuna.samplers.RandomSampler", "optuna.samplers.CmaEsSampler",
-    "optuna.samplers.NSGAIISampler", "optuna.samplers.MOTPESampler", "optuna.samplers.GridSampler",
-    "optuna.samplers.QMCSampler",
     # Hydra's default logging (hydra/job_logging, hydra/hydra_logging)
     "logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter",
     "sys.stdout", "sys.stderr",

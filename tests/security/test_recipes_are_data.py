@@ -114,7 +114,7 @@ def test_builtin_recipes_sweeps_and_launchers_use_only_allowed_targets():
     assert all(t.allowed for t in targets.find(cfg))
     assert found["hydra.launcher._target_"].endswith("llmops_ray_launcher.ray_launcher.RayLauncher")
     assert found["hydra.sweeper._target_"].endswith("ResumableOptunaSweeper")
-    assert found["hydra.sweeper.sampler._target_"] == "optuna.samplers.TPESampler"
+    assert not any(k.startswith("hydra.sweeper.sampler") for k in found)  # a sampler is picked by name
     assert found["hydra.callbacks.llmops_sweep._target_"] == "llmops.hydra_app.SweepCallback"
 
 

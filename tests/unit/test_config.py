@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ REQUIRED = {
     ("dataset", "json_files"): ["dataset.train_files=[{jsonl}]"],
     ("storage", "s3"): ["storage.bucket=models"],
     ("storage", "pvc"): ["storage.pvc_name=models", "storage.mount_path={tmp}"],
+    ("storage", "oci"): ["storage.repository=127.0.0.1:5000/models/quickstart", "storage.plain_http=true"],
     ("cluster", "codeflare"): ["cluster.image=quay.io/modh/ray:2.58.0-py311-cu121"],
     ("cluster", "ray"): ["cluster.address=http://127.0.0.1:8265"],
 }
@@ -49,9 +52,12 @@ def test_every_option_instantiates(compose, tmp_path, group, option):
     extra = [x.format(shared=shared, file=f, jsonl=j, tmp=tmp_path)
              for x in REQUIRED.get((group, option), [])]
     cfg = compose("quickstart", f"{group}={option}", *extra)
-    # the option extends its group's schema: typed and closed (struct)
-    assert cfg[group]._metadata.object_type is GROUPS[group]
-    assert cfg[group]._get_flag("struct") is True
+    assert set(cfg[group].keys()) == {f.name for f in dataclasses.fields(GROUPS[group])}
+    # the option extends its group's schema: closed (an unknown key is refused) and typed
+    with pytest.raises(ConfigError, match=f"unknown key '{group}.no_such_key'"):
+        compose("quickstart", f"{group}={option}", *extra, f"{group}.no_such_key=1")
+    with pytest.raises(ConfigError, match=f"{group}.kind"):
+        compose("quickstart", f"{group}={option}", *extra, f"{group}.kind=[1,2]")
 
 
 def test_gpt2_wikitext_is_the_2023_job(compose):
