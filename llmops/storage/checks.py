@@ -95,7 +95,7 @@ def check_transport(c: Checker) -> None:
 def check_oci(c: Checker) -> None:
     """storage=oci: repository REGISTRY/REPO (no tag, no credentials), base_image a reference."""
     from llmops.core.secrets import remember, scrub
-    from llmops.storage.oci import OCIError, parse_reference, parse_repository
+    from llmops.storage.oci_settings import OCIError, parse_reference, parse_repository
 
     expected = "REGISTRY/REPO, e.g. 127.0.0.1:5000/models/quickstart or quay.io/team/models"
     repo = c.get("storage.repository")

@@ -171,7 +171,7 @@ class OCIKind(StorageKind):
     TAG_SUFFIX = {"hf": "", "caikit": "-caikit", "adapter": "-adapter"}
 
     def _settings(self):
-        from llmops.storage.oci import OCISettings
+        from llmops.storage.oci_settings import OCISettings
 
         return OCISettings.from_config(self.storage)
 
@@ -181,19 +181,19 @@ class OCIKind(StorageKind):
         return OCIStore(self._settings())
 
     def run_prefix(self, run_id: str) -> str:
-        from llmops.storage.oci import image_uri
+        from llmops.storage.oci_settings import image_uri
 
         return image_uri(self._settings(), run_id)
 
     def model_uris(self, run_id: str) -> dict:
-        from llmops.storage.oci import image_uri
+        from llmops.storage.oci_settings import image_uri
 
         s = self._settings()
         return {layout: image_uri(s, run_id + suffix) for layout, suffix in self.TAG_SUFFIX.items()}
 
     def same_place(self, recorded: str, planned: str) -> bool:
         """The planned tag, or any digest in the same repository (digests name content)."""
-        from llmops.storage.oci import DIGEST_RE, OCIError, parse_reference
+        from llmops.storage.oci_settings import DIGEST_RE, OCIError, parse_reference
 
         try:
             r_reg, r_repo, r_ref = parse_reference(recorded, key="uri")
@@ -206,7 +206,7 @@ class OCIKind(StorageKind):
         """The registry credentials this process has (LLMOPS_OCI_USERNAME/LLMOPS_OCI_PASSWORD,
         REGISTRY_AUTH_FILE), for the rank-0 worker that pushes the image."""
         from llmops.core import secrets
-        from llmops.storage.oci import ENV_AUTH_FILE, ENV_PASSWORD, ENV_USERNAME
+        from llmops.storage.oci_registry import ENV_AUTH_FILE, ENV_PASSWORD, ENV_USERNAME
 
         env = {k: os.environ[k] for k in (ENV_USERNAME, ENV_PASSWORD, ENV_AUTH_FILE) if os.environ.get(k)}
         if env.get(ENV_PASSWORD):
@@ -214,7 +214,8 @@ class OCIKind(StorageKind):
         return env
 
     def preflight(self, run_dir, run_id: str) -> None:
-        from llmops.storage.oci import OCIError, check_registry, check_tag
+        from llmops.storage.oci import check_registry
+        from llmops.storage.oci_settings import OCIError, check_tag
 
         s = self._settings()
         for suffix in self.TAG_SUFFIX.values():

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from llmops import storage
-from llmops.storage.oci import OCISettings, OCIStore
+from llmops.storage.oci import OCIStore
+from llmops.storage.oci_settings import OCISettings
 from tests.fixtures.oci_registry import REGISTRY_BIN, SKIP_REASON, oci_registry
 
 __all__ = ["oci_registry"]

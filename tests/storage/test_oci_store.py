@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from llmops.core.errors import LLMOpsError
-from llmops.storage.oci import (ENV_AUTH_FILE, ENV_PASSWORD, ENV_USERNAME, MEDIA_CONFIG, MEDIA_LAYER_GZIP,
-                                MEDIA_MANIFEST, OCISettings, OCIStore, build_image, pull_image, push_dir,
-                                unpack)
+from llmops.storage.oci import OCIStore, pull_image, push_dir
+from llmops.storage.oci_image import build_image, unpack
+from llmops.storage.oci_registry import ENV_AUTH_FILE, ENV_PASSWORD, ENV_USERNAME
+from llmops.storage.oci_settings import MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, OCISettings
 from tests.fixtures.oci_registry import (REGISTRY_BIN, SKIP_REASON, TokenServer, free_port,
                                          oci_registry, start_registry)
 

@@ -13,7 +13,8 @@ import pytest
 
 from llmops.core.errors import LLMOpsError
 from llmops.storage.local import LocalStore
-from llmops.storage.oci import OCISettings, OCIStore
+from llmops.storage.oci import OCIStore
+from llmops.storage.oci_settings import OCISettings
 from llmops.storage.s3 import S3Settings, S3Store
 from llmops.training.export import build_caikit
 from tests.fixtures.oci_registry import REGISTRY_BIN, oci_registry
