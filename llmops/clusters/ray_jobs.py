@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from llmops.core import secrets
 from llmops.clusters.job_entry import RESULT_MARK
 from llmops.core.errors import LLMOpsError
+from llmops.core.tree import child_nodes
 from llmops.run import TrainingTask, TrainOutputs
 
 log = logging.getLogger("llmops.clusters")
@@ -73,19 +74,15 @@ def job_config(cfg, *, pass_secrets: bool) -> tuple[dict, dict]:
     def walk(node, path: str) -> Any:
         if isinstance(node, DictConfig):
             out = {}
-            for k in node.keys():
-                if path == "" and k == "hydra":
-                    continue
-                child = node._get_node(k)
+            for k, child in child_nodes(node, root=path == ""):
                 p = f"{path}.{k}" if path else str(k)
                 out[k] = walk(child, p) if isinstance(child, (DictConfig, ListConfig)) \
                     else leaf(child, p, str(k))
             return out
         if isinstance(node, ListConfig):
-            key = path.rsplit(".", 1)[-1]
-            return [walk(node._get_node(i), f"{path}.{i}")
-                    if isinstance(node._get_node(i), (DictConfig, ListConfig))
-                    else leaf(node._get_node(i), f"{path}.{i}", key) for i in range(len(node))]
+            key = path.rsplit(".", 1)[-1]  # a list's items go by the last part of its path
+            return [walk(child, f"{path}.{i}") if isinstance(child, (DictConfig, ListConfig))
+                    else leaf(child, f"{path}.{i}", key) for i, child in child_nodes(node)]
         return node
 
     out = walk(cfg, "")

@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from llmops.core.tree import child_nodes
+
 MASK = "***"
 SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|apikey|api_key|access_key|private_key|_key$|^key_|"
@@ -147,14 +149,9 @@ def secret_values(cfg: Any) -> set[str]:
 
 
 def _collect(node: Any, key: str, sink: Callable[[str], None]) -> None:
-    if isinstance(node, DictConfig):
-        for k in node.keys():
-            if k == "hydra" and key == "":
-                continue
-            _collect_leaf(node._get_node(k), str(k), sink)
-    elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            _collect_leaf(node._get_node(i), key, sink)
+    in_dict = isinstance(node, DictConfig)  # a list's items go by the list's key
+    for k, child in child_nodes(node, root=key == ""):
+        _collect_leaf(child, str(k) if in_dict else key, sink)
 
 
 def _collect_leaf(child: Any, key: str, sink: Callable[[str], None]) -> None:
@@ -187,15 +184,9 @@ def _collect_plain(obj: Any, key: str) -> None:
 
 def _mask_node(node: Any, key: str, resolve: bool) -> Any:
     if isinstance(node, DictConfig):
-        out = {}
-        for k in node.keys():
-            if k == "hydra" and key == "":
-                continue
-            child = node._get_node(k)
-            out[k] = _mask_child(node, child, str(k), resolve)
-        return out
+        return {k: _mask_child(node, child, str(k), resolve) for k, child in child_nodes(node, root=key == "")}
     if isinstance(node, ListConfig):
-        return [_mask_child(node, node._get_node(i), key, resolve) for i in range(len(node))]
+        return [_mask_child(node, child, key, resolve) for _, child in child_nodes(node)]
     return node
 
 
