@@ -18,6 +18,8 @@ defaults:
   - override model: team_small
   - _self_
 
+dataset:
+  block_size: 128   # the team's small model has a short context
 training:
   lr: 3.0e-04       # the team's choice
 """

@@ -16,6 +16,8 @@ defaults:
   - override model: gpt2_tiny
   - _self_
 stages: [prepare_data]
+dataset:
+  block_size: 128   # the tiny model has 256 positions
 """
 
 
