@@ -270,6 +270,19 @@ def base_choices() -> dict[str, str]:
     return out
 
 
+def searchpath_problems(recipe: Path, data: dict) -> list[str]:
+    """A recipe may add folders (file://) and S3 prefixes (s3://, read as data) to the search path,
+    not `pkg://` entries: Hydra imports such a module while composing, before any check runs.
+    Packages of recipes come in as installed team packages, or on the command line."""
+    sp = (data.get("hydra") or {}).get("searchpath") if isinstance(data.get("hydra"), dict) else None
+    entries = [sp] if isinstance(sp, str) else list(sp or [])
+    return [f"{recipe}: hydra.searchpath entry {str(e)!r}: a recipe may add file:// folders and "
+            f"s3:// prefixes only (a {str(e).split('://')[0]}:// entry makes Hydra import code while "
+            f"composing); give it on the command line (hydra.searchpath=[...]) or install the "
+            f"package as a team recipe package (docs/recipes.md)"
+            for e in entries if not str(e).startswith(("file://", "s3://"))]
+
+
 def lint(recipe: Path, overrides: list[str]) -> Source:
     """Check a recipe file and overrides against the schemas; raise ConfigError with all problems."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -282,6 +295,7 @@ def lint(recipe: Path, overrides: list[str]) -> Source:
         pass  # each file Hydra can reach, read once within the bounds (before Hydra reads it)
     lock.check_lock(recipe)
     data = load_yaml_file(recipe)
+    problems += searchpath_problems(recipe, data)
     choices = base_choices()
     choices.update(_parse_defaults(data.get("defaults"), recipe, problems))
 

@@ -133,3 +133,23 @@ def test_show_and_validate_list_the_hydra_section_and_every_target(tmp_path, cap
     assert "quickstart: ok\n  instantiates hydra.launcher._target_" in out
     assert "instantiates hydra.callbacks.llmops_sweep._target_ = llmops.hydra_app.SweepCallback" in out
     assert not marker.exists()
+
+
+def test_a_recipe_cannot_add_a_package_to_the_search_path(tmp_path, monkeypatch, capsys):
+    """Hydra imports a pkg:// search-path entry while composing: a recipe may not name one."""
+    marker = tmp_path / "imported"
+    mod = tmp_path / "evil_recipes"
+    mod.mkdir()
+    (mod / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = _recipe(tmp_path, "hydra:\n  searchpath: [pkg://evil_recipes]\n")
+    rc, err = _run(tmp_path, monkeypatch, capsys, "validate", str(r))
+    assert rc == 1 and "hydra.searchpath entry 'pkg://evil_recipes'" in err
+    rc, err = _run(tmp_path, monkeypatch, capsys, "run", str(r))
+    assert rc == 1 and "pkg://evil_recipes" in err
+    assert not marker.exists()
+    folder = tmp_path / "more"
+    folder.mkdir()
+    r2 = _recipe(tmp_path, f"hydra:\n  searchpath: [file://{folder}]\n", name="ok")
+    rc, err = _run(tmp_path, monkeypatch, capsys, "validate", str(r2))
+    assert rc == 0, err
