@@ -41,8 +41,8 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # flags and names that contain a secret-ish word but hold no secret
-NOT_SECRET_KEYS = {"token_auth", "secret_name", "existing_secret", "pass_secrets", "max_new_tokens",
-                   "tokens", "tokens_per_s", "tokenizer", "train_tokenizer_vocab"}
+NOT_SECRET_KEYS = {"token_auth", "secret_name", "existing_secret", "env_secret", "pass_secrets",
+                   "max_new_tokens", "tokens", "tokens_per_s", "tokenizer", "train_tokenizer_vocab"}
 ENV_INTERP = re.compile(r"\$\{oc\.env:")
 ENV_NAMES = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)")
 SECRET_RESOLVER = "llmops.secret"
