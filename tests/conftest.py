@@ -18,6 +18,9 @@ pytest_plugins = [
 ]
 
 
+WARM_RAY_HOME: list = []
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep caches and outputs of a test out of the user's home and the repo."""
@@ -27,6 +30,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # the warm Ray head of cluster=local: one for this test session, not the user's
+    WARM_RAY_HOME[:] = [tmp_path_factory.getbasetemp() / "llmops-ray"]
+    monkeypatch.setenv("LLMOPS_RAY_HOME", str(WARM_RAY_HOME[-1]))
     yield
 
 
@@ -64,3 +70,10 @@ def pytest_sessionfinish(session, exitstatus):
     import logging
 
     logging.raiseExceptions = False
+    # end the warm Ray head the session's runs started (only that one: its own record)
+    home = WARM_RAY_HOME[-1] if WARM_RAY_HOME else None
+    if home is not None and (home / "head.json").is_file():
+        os.environ["LLMOPS_RAY_HOME"] = str(home)
+        from llmops.clusters import warm_ray
+
+        warm_ray.stop()

@@ -1,9 +1,11 @@
-"""`cluster=local`: an embedded Ray in this process. No cluster, no network."""
+"""`cluster=local`: this machine's Ray: the warm head llmops started (llmops.clusters.warm_ray),
+or an embedded Ray in this process with `cluster.ray_idle_timeout_s=0`. No cluster, no network."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from omegaconf import DictConfig
 
@@ -30,6 +32,7 @@ class LocalBackend:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self._started = False
+        self._lease = None
 
     def cpus_needed(self) -> int:
         c = self.cfg.cluster
@@ -42,7 +45,8 @@ class LocalBackend:
         path, _ = storage.ray_storage(cfg, ctx.run_dir, ctx.run_id) if cfg.storage.kind.value != "s3" else (
             f"s3 bucket {cfg.storage.bucket}", None)
         return {
-            "where": "embedded Ray in this process",
+            "where": ("warm local Ray head (llmops ray status)" if int(c.ray_idle_timeout_s) > 0
+                      else "embedded Ray in this process"),
             "workers": int(c.num_workers),
             "cpus_per_worker": int(c.cpus_per_worker),
             "gpus_per_worker": int(c.gpus_per_worker),
@@ -57,12 +61,36 @@ class LocalBackend:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             # at least the CPUs the workers ask for, so a 2-worker run on a 1-CPU box still starts
             num_cpus = max(os.cpu_count() or 1, self.cpus_needed())
+            if int(self.cfg.cluster.ray_idle_timeout_s) > 0 and self._join_warm_head(num_cpus):
+                return self
             num_gpus = None if int(self.cfg.cluster.gpus_per_worker) else 0
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                      log_to_driver=True, logging_level=logging.WARNING,
                      runtime_env={"env_vars": worker_env()})
             self._started = True
         return self
+
+    def _join_warm_head(self, num_cpus: int) -> bool:
+        """Connect to the warm head llmops started (starting it when there is none)."""
+        import ray
+
+        from llmops.clusters import warm_ray
+
+        head, why = warm_ray.ensure(num_cpus, int(self.cfg.cluster.ray_idle_timeout_s))
+        if head is None:
+            log.info("cluster=local: %s; using an embedded Ray for this run", why)
+            return False
+        self._lease = warm_ray.attach()
+        try:
+            ray.init(address=head.gcs_address, log_to_driver=True, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": worker_env()})
+        except BaseException:
+            warm_ray.detach(self._lease)
+            raise
+        self._started = True
+        log.info("cluster=local: warm Ray head at %s (up %.0f s; `llmops ray stop` ends it)",
+                 head.gcs_address, time.time() - head.started_at)
+        return True
 
     def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs:
         from llmops.training import loop as training
@@ -73,5 +101,10 @@ class LocalBackend:
         if self._started:
             import ray
 
-            ray.shutdown()
+            ray.shutdown()  # a warm head stays; this run's actors and workers end with its driver
             self._started = False
+        if self._lease is not None:
+            from llmops.clusters import warm_ray
+
+            warm_ray.detach(self._lease)
+            self._lease = None
