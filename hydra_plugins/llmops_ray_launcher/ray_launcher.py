@@ -211,12 +211,24 @@ class RayLauncher(Launcher):
 
         import ray
 
-        started = False
+        started, warm, lease = False, None, None
         if not ray.is_initialized():
             ncpu = int(self.num_cpus or os.cpu_count() or 1)
+            if not self.address:
+                warm = _warm_head(jobs, ncpu)
             if self.address:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
+            elif warm is not None:
+                # the jobs' own training runs on this head too: the children find it through
+                # LLMOPS_RAY_HOME, and the launcher's tasks reserve no CPU (the `free` count
+                # below admits jobs while their training CPUs fit)
+                from llmops.clusters import warm_ray
+
+                lease = warm_ray.attach()
+                env["LLMOPS_RAY_HOME"] = str(warm_ray.home())
+                ray.init(address=warm.gcs_address, log_to_driver=False, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": {"PYTHONPATH": env["PYTHONPATH"]}})
             else:
                 ray.init(address="local", num_cpus=ncpu, num_gpus=0, include_dashboard=False,
                          log_to_driver=False, logging_level=logging.WARNING)
@@ -243,7 +255,7 @@ class RayLauncher(Launcher):
                     pending.pop(0)
                     j.job_dir.mkdir(parents=True, exist_ok=True)
                     argv = self._argv(recipe, j.overrides, j.job_dir, j.run_id)
-                    ref = remote.options(num_cpus=j.cpus, max_retries=0).remote(
+                    ref = remote.options(num_cpus=0 if warm else j.cpus, max_retries=0).remote(
                         argv, cwd, env, str(j.job_dir / "llmops.log"), self.job_timeout_s)
                     running[ref] = j
                     free -= j.cpus
@@ -273,6 +285,10 @@ class RayLauncher(Launcher):
         finally:
             if started:
                 ray.shutdown()
+            if lease is not None:
+                from llmops.clusters import warm_ray
+
+                warm_ray.detach(lease)
 
         rets = []
         for j in jobs:
@@ -361,6 +377,21 @@ class RayLauncher(Launcher):
         })
         if j.status == "failed":
             note_failure(j.idx)
+
+
+def _warm_head(jobs: list, ncpu: int):
+    """The warm local Ray head (llmops.clusters.warm_ray) when every job trains with
+    `cluster=local` and keeps a warm head (`cluster.ray_idle_timeout_s > 0`); else None."""
+    cl = [j.task_cfg.cluster for j in jobs]
+    if not all(str(getattr(c.kind, "value", c.kind)) == "local" and int(c.ray_idle_timeout_s) > 0
+               for c in cl):
+        return None
+    from llmops.clusters import warm_ray
+
+    head, why = warm_ray.ensure(max([ncpu] + [j.cpus for j in jobs]), int(cl[0].ray_idle_timeout_s))
+    if head is None:
+        log.info("ray launcher: %s; each job starts its own Ray", why)
+    return head
 
 
 def first_failed(jobs: list) -> Any:
