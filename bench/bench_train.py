@@ -43,7 +43,7 @@ print("BARE", json.dumps({"tokens_per_s": m["train_samples_per_second"] * train.
 
 def llmops_train(tmp: Path, name: str, steps: int, batch: int, workers: int) -> dict:
     run_dir = tmp / name
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LLMOPS_RAY_HOME=str(tmp / "ray-home"))
     cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", "stages=[prepare_data,train]",
            f"hydra.run.dir={run_dir}", f"training.max_steps={steps}", f"training.eval_steps={steps}",
            f"training.per_device_train_batch_size={batch}", f"cluster.num_workers={workers}",
@@ -72,6 +72,9 @@ def main() -> None:
             raise SystemExit(f"bare Trainer failed:\n{p.stderr[-3000:]}")
         bare = json.loads(p.stdout.split("BARE", 1)[1])["tokens_per_s"]
         two = llmops_train(tmp, "w2", a.steps, a.batch, 2)
+        subprocess.run([sys.executable, "-m", "llmops.cli", "ray", "stop"], capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), LLMOPS_RAY_HOME=str(tmp / "ray-home")))
+    print(f"# 1/5/15-min load average at the end: {os.getloadavg()} on {os.cpu_count()} CPUs")
     figure("train_tokens_per_s_llmops_1_worker", one["tokens_per_s"], "tokens/s")
     figure("train_tokens_per_s_bare_trainer", bare, "tokens/s")
     figure("train_tokens_per_s_llmops_2_workers", two["tokens_per_s"], "tokens/s")
