@@ -18,6 +18,11 @@ failure are not started at all.
 Before the jobs, each distinct dataset of the sweep (by the prepare_data stage's fingerprint) is
 tokenized once (`sweep.prepare_once`); the jobs then find it in the shared cache.
 
+With the warm local Ray head (`cluster=local`, `cluster.ray_idle_timeout_s > 0`, no
+`hydra.launcher.address`) the launcher connects to that head instead of starting its own, passes
+it to the job processes (`LLMOPS_RAY_HOME`), and its tasks reserve no CPU: jobs are admitted while
+their training CPUs fit the head, and each job's Ray Train takes those CPUs on the same head.
+
 Module import stays light (Hydra imports every plugin at start-up): ray only inside `launch`.
 """
 
