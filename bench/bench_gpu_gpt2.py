@@ -95,19 +95,23 @@ def run(fast: bool, steps: int, warmup: int, batch: int, seq: int, gpu: bool, to
         args = dataclasses.replace(args, **extra)
 
         class Timer(TrainerCallback):
-            t0 = None
+            """From the end of the warm-up steps to the end of the last step (the final
+            checkpoint save and best-model reload the Trainer does after it are not counted)."""
+            t0 = t1 = None
 
             def on_step_end(self, a, state, control, **kw):
-                if state.global_step == warmup:
+                if state.global_step in (warmup, warmup + steps):
                     if gpu:
                         torch.cuda.synchronize()
-                    Timer.t0 = time.perf_counter()
+                    if state.global_step == warmup:
+                        Timer.t0 = time.perf_counter()
+                    else:
+                        Timer.t1 = time.perf_counter()
 
-        train = loop.BlockDataset(packed_blocks(tok, (warmup + steps) * batch, seq))
-        Trainer(model=model, args=args, train_dataset=train, callbacks=[Timer()]).train()
-        if gpu:
-            torch.cuda.synchronize()
-        return steps * batch * seq / (time.perf_counter() - Timer.t0)
+        blocks = packed_blocks(tok, (warmup + steps) * batch + 1, seq)
+        train, ev = loop.BlockDataset(blocks[:-1]), loop.BlockDataset(blocks[-1:])  # eval: never due
+        Trainer(model=model, args=args, train_dataset=train, eval_dataset=ev, callbacks=[Timer()]).train()
+        return steps * batch * seq / (Timer.t1 - Timer.t0)
 
 
 def main() -> None:
