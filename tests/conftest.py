@@ -18,7 +18,26 @@ pytest_plugins = [
 ]
 
 
-WARM_RAY_HOME: list = []
+@pytest.fixture(scope="session", autouse=True)
+def _warm_ray_home(tmp_path_factory):
+    """The warm Ray head of cluster=local: one for this test session, not the user's. Session
+    scoped, so module-scoped fixtures that run `llmops` see it too."""
+    home = tmp_path_factory.getbasetemp() / "llmops-ray"
+    old = os.environ.get("LLMOPS_RAY_HOME")
+    os.environ["LLMOPS_RAY_HOME"] = str(home)
+    yield home
+    # end every warm head this session's runs started: the session's own, and those of tests
+    # that run llmops with a HOME of their own (only heads with a record under the session's dir)
+    from llmops.clusters import warm_ray
+
+    for rec in [home / "head.json", *tmp_path_factory.getbasetemp().glob("*/home/.cache/llmops/ray/head.json")]:
+        if rec.is_file():
+            os.environ["LLMOPS_RAY_HOME"] = str(rec.parent)
+            warm_ray.stop()
+    if old is None:
+        os.environ.pop("LLMOPS_RAY_HOME", None)
+    else:
+        os.environ["LLMOPS_RAY_HOME"] = old
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +49,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    # the warm Ray head of cluster=local: one for this test session, not the user's
-    WARM_RAY_HOME[:] = [tmp_path_factory.getbasetemp() / "llmops-ray"]
-    monkeypatch.setenv("LLMOPS_RAY_HOME", str(WARM_RAY_HOME[-1]))
     yield
 
 
@@ -70,10 +86,3 @@ def pytest_sessionfinish(session, exitstatus):
     import logging
 
     logging.raiseExceptions = False
-    # end the warm Ray head the session's runs started (only that one: its own record)
-    home = WARM_RAY_HOME[-1] if WARM_RAY_HOME else None
-    if home is not None and (home / "head.json").is_file():
-        os.environ["LLMOPS_RAY_HOME"] = str(home)
-        from llmops.clusters import warm_ray
-
-        warm_ray.stop()
