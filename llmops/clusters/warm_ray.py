@@ -297,15 +297,13 @@ def _end(pid: int, temp_dir: str) -> list[int]:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        left = _pids_naming(temp_dir)
-        if not left:
-            break
+    t0 = time.time()
+    while (left := _pids_naming(temp_dir)) and time.time() - t0 < 15:
         ended.update(left)
+        sig = signal.SIGTERM if time.time() - t0 < 5 else signal.SIGKILL  # 5 s to exit cleanly
         for p in left:
             try:
-                os.kill(p, signal.SIGKILL if time.time() > deadline - 10 else signal.SIGTERM)
+                os.kill(p, sig)
             except ProcessLookupError:
                 pass
         time.sleep(0.3)
