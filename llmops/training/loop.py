@@ -246,7 +246,7 @@ def train_worker(cfg: DictConfig, task: TrainingTask, ctx) -> dict:
     rank = ctx.rank
     use_gpu = int(cfg.cluster.gpus_per_worker) > 0
     torch.manual_seed(int(cfg.seed))
-    _no_ddp_for_one_worker(ctx.get_world_size())
+    _no_ddp_for_one_worker(ctx.world_size)
 
     tokenizer = modeling.load_tokenizer(task.data.tokenizer_dir)
     model = modeling.build_model(cfg, tokenizer)
