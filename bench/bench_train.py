@@ -19,6 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# the warm Ray head (cluster=local, opt-in: cluster.ray_idle_timeout_s > 0); cold runs override it with 0
+WARM = "cluster.ray_idle_timeout_s=600"
+
 from _util import ROOT, figure, ratio
 
 BARE = r'''
@@ -43,8 +46,8 @@ print("BARE", json.dumps({"tokens_per_s": m["train_samples_per_second"] * train.
 
 def llmops_train(tmp: Path, name: str, steps: int, batch: int, workers: int) -> dict:
     run_dir = tmp / name
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", "stages=[prepare_data,train]",
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LLMOPS_RAY_HOME=str(tmp / "ray-home"))
+    cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", WARM, "stages=[prepare_data,train]",
            f"hydra.run.dir={run_dir}", f"training.max_steps={steps}", f"training.eval_steps={steps}",
            f"training.per_device_train_batch_size={batch}", f"cluster.num_workers={workers}",
            f"paths.cache_dir={tmp / 'cache'}", f"storage.root={tmp / 'models'}"]
@@ -72,6 +75,9 @@ def main() -> None:
             raise SystemExit(f"bare Trainer failed:\n{p.stderr[-3000:]}")
         bare = json.loads(p.stdout.split("BARE", 1)[1])["tokens_per_s"]
         two = llmops_train(tmp, "w2", a.steps, a.batch, 2)
+        subprocess.run([sys.executable, "-m", "llmops.cli", "ray", "stop"], capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), LLMOPS_RAY_HOME=str(tmp / "ray-home")))
+    print(f"# 1/5/15-min load average at the end: {os.getloadavg()} on {os.cpu_count()} CPUs")
     figure("train_tokens_per_s_llmops_1_worker", one["tokens_per_s"], "tokens/s")
     figure("train_tokens_per_s_bare_trainer", bare, "tokens/s")
     figure("train_tokens_per_s_llmops_2_workers", two["tokens_per_s"], "tokens/s")

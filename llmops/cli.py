@@ -8,6 +8,7 @@
     llmops resume RUN_DIR
     llmops serve RUN_DIR [--port N] | call RUN_DIR|URL PROMPT | undeploy RUN_DIR
     llmops sweep report DIR | promote SWEEP_DIR
+    llmops ray status | stop
 
 Nothing here imports torch, ray or transformers: plan, validate, recipes and --help stay fast.
 """
@@ -33,6 +34,7 @@ COMMANDS = {
     "undeploy": "delete what a run applied to Kubernetes",
     "sweep": "report: print a sweep's summary",
     "promote": "deploy the best model of a sweep",
+    "ray": "status | stop: the warm local Ray head of cluster=local",
 }
 
 

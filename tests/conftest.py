@@ -18,6 +18,28 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warm_ray_home(tmp_path_factory):
+    """The warm Ray head of cluster=local: one for this test session, not the user's. Session
+    scoped, so module-scoped fixtures that run `llmops` see it too."""
+    home = tmp_path_factory.getbasetemp() / "llmops-ray"
+    old = os.environ.get("LLMOPS_RAY_HOME")
+    os.environ["LLMOPS_RAY_HOME"] = str(home)
+    yield home
+    # end every warm head this session's runs started: the session's own, and those of tests
+    # that run llmops with a HOME of their own (only heads with a record under the session's dir)
+    from llmops.clusters import warm_ray
+
+    for rec in [home / "head.json", *tmp_path_factory.getbasetemp().glob("*/home/.cache/llmops/ray/head.json")]:
+        if rec.is_file():
+            os.environ["LLMOPS_RAY_HOME"] = str(rec.parent)
+            warm_ray.stop()
+    if old is None:
+        os.environ.pop("LLMOPS_RAY_HOME", None)
+    else:
+        os.environ["LLMOPS_RAY_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep caches and outputs of a test out of the user's home and the repo."""

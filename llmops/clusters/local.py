@@ -1,8 +1,11 @@
-"""`cluster=local`: an embedded Ray in this process. No cluster, no network.
+"""`cluster=local`: an embedded Ray in this process (the default), or the warm Ray head llmops
+started and keeps between runs (`cluster.ray_idle_timeout_s` > 0; llmops.clusters.warm_ray).
+No cluster, no network.
 
 The Ray it starts ends with it: on the way out (done, failed, Ctrl-C or SIGTERM) Ray is shut down
 and every process still mentioning its session dir (raylet, GCS, agents, workers) is ended; the
-session dir is written into the run's lock, so that a run after a SIGKILL ends what was left.
+session dir is written into the run's lock, so that a run after a SIGKILL ends what was left. A
+warm head stays: the run's driver, actors and workers end with `ray.shutdown()`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from omegaconf import DictConfig
 
@@ -62,6 +66,7 @@ class LocalBackend:
         self.cfg = cfg
         self._started = False
         self.session_dir: str | None = None
+        self._lease = None
 
     def cpus_needed(self) -> int:
         c = self.cfg.cluster
@@ -74,7 +79,8 @@ class LocalBackend:
         path, _ = storage.ray_storage(cfg, ctx.run_dir, ctx.run_id) if cfg.storage.kind.value != "s3" else (
             f"s3 bucket {cfg.storage.bucket}", None)
         return {
-            "where": "embedded Ray in this process",
+            "where": ("warm local Ray head (llmops ray status)" if int(c.ray_idle_timeout_s) > 0
+                      else "embedded Ray in this process"),
             "workers": int(c.num_workers),
             "cpus_per_worker": int(c.cpus_per_worker),
             "gpus_per_worker": int(c.gpus_per_worker),
@@ -91,20 +97,46 @@ class LocalBackend:
             num_cpus = max(os.cpu_count() or 1, self.cpus_needed())
             num_gpus = None if int(self.cfg.cluster.gpus_per_worker) else 0
             sigterm = signal.getsignal(signal.SIGTERM)
+            info = None
             try:
-                info = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                                log_to_driver=True, logging_level=logging.WARNING,
-                                runtime_env={"env_vars": worker_env()})
-                self._started = True
+                if not (int(self.cfg.cluster.ray_idle_timeout_s) > 0 and self._join_warm_head(num_cpus)):
+                    info = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                                    log_to_driver=True, logging_level=logging.WARNING,
+                                    runtime_env={"env_vars": worker_env()})
+                    self._started = True
             finally:
                 # ray.init replaces the SIGTERM handler with sys.exit: keep llmops's (a SIGTERM
                 # stops the run like Ctrl-C: stage marked interrupted, Ray shut down, exit 143)
                 if callable(sigterm) and threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGTERM, sigterm)
+            if info is None:  # the warm head: it stays after the run
+                return self
             self.session_dir = str(info.address_info.get("session_dir") or "") or None
             if self.session_dir:
                 note_in_held_locks(ray_session_dir=self.session_dir)
         return self
+
+    def _join_warm_head(self, num_cpus: int) -> bool:
+        """Connect to the warm head llmops started (starting it when there is none)."""
+        import ray
+
+        from llmops.clusters import warm_ray
+
+        head, why = warm_ray.ensure(num_cpus, int(self.cfg.cluster.ray_idle_timeout_s))
+        if head is None:
+            log.info("cluster=local: %s; using an embedded Ray for this run", why)
+            return False
+        self._lease = warm_ray.attach()
+        try:
+            ray.init(address=head.gcs_address, log_to_driver=True, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": worker_env()})
+        except BaseException:
+            warm_ray.detach(self._lease)
+            raise
+        self._started = True
+        log.info("cluster=local: warm Ray head at %s (up %.0f s; `llmops ray stop` ends it)",
+                 head.gcs_address, time.time() - head.started_at)
+        return True
 
     def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs:
         from llmops.training import loop as training
@@ -121,3 +153,8 @@ class LocalBackend:
             finally:
                 if self.session_dir:  # what ray.shutdown left behind (agents, stray workers)
                     end_processes_mentioning(self.session_dir)
+        if self._lease is not None:
+            from llmops.clusters import warm_ray
+
+            warm_ray.detach(self._lease)
+            self._lease = None

@@ -50,6 +50,9 @@ class ClusterConfig:
     num_workers: int = 1  # Ray Train workers (one process each); codeflare: one worker pod each
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
+    # local: keep a warm Ray head between runs, stopped after this many idle seconds; 0 = an
+    # embedded Ray in the llmops process for this run only
+    ray_idle_timeout_s: int = 0
     # ray and codeflare: the job
     address: Optional[str] = None  # ray: dashboard URL, e.g. http://127.0.0.1:8265
     headers: Dict[str, str] = field(default_factory=dict)  # e.g. Authorization: Bearer ...

@@ -216,6 +216,15 @@ def _time_budget_callback(max_time_s: int):
     return TimeBudget()
 
 
+def _no_ddp_for_one_worker(world_size: int) -> None:
+    """One worker has nothing to all-reduce. Ray Train sets LOCAL_RANK even then, and with it
+    accelerate wraps the model in DistributedDataParallel on Ray's process group: a bucket copy
+    and an all-reduce of every gradient each step (averaging over one worker changes nothing).
+    Without LOCAL_RANK the Trainer trains the bare model, as a single-process script does."""
+    if world_size == 1:
+        os.environ.pop("LOCAL_RANK", None)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs in each Ray Train worker."""
     from llmops.config.schema import typed
@@ -237,6 +246,7 @@ def train_worker(cfg: DictConfig, task: TrainingTask, ctx) -> dict:
     rank = ctx.rank
     use_gpu = int(cfg.cluster.gpus_per_worker) > 0
     torch.manual_seed(int(cfg.seed))
+    _no_ddp_for_one_worker(ctx.world_size)
 
     tokenizer = modeling.load_tokenizer(task.data.tokenizer_dir)
     model = modeling.build_model(cfg, tokenizer)

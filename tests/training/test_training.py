@@ -132,7 +132,9 @@ def _kill_train_workers(proc: subprocess.Popen) -> int:
 
 @pytest.mark.slow
 def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(tmp_path):
+    # an embedded Ray: the workers to kill are children of the llmops process
     args = ["run", "quickstart", "stages=[prepare_data,train]", *SMALL, "training.max_steps=24",
+            "cluster.ray_idle_timeout_s=0",
             "training.eval_steps=6", "training.logging_steps=1", f"paths.cache_dir={tmp_path / 'cache'}",
             f"storage.root={tmp_path / 'models'}"]
     ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"

@@ -1,0 +1,146 @@
+"""The warm local Ray head of `cluster=local`: reuse across runs, `llmops ray status|stop`, the
+idle timeout, stale records. Real `ray start` heads, each test with its own state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["dataset.max_train_blocks=32", "dataset.max_eval_blocks=4", "dataset.block_size=64",
+        "training.max_steps=2", "training.eval_steps=2", "training.logging_steps=1",
+        "stages=[prepare_data,train]", "cluster.ray_idle_timeout_s=600"]
+
+
+@pytest.fixture
+def ray_home(tmp_path, monkeypatch):
+    """A state directory of its own; whatever head a test leaves there is stopped afterwards."""
+    home = tmp_path / "ray-home"
+    monkeypatch.setenv("LLMOPS_RAY_HOME", str(home))
+    yield home
+    from llmops.clusters import warm_ray
+
+    warm_ray.stop()
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "llmops.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def _record(home: Path) -> dict:
+    return json.loads((home / "head.json").read_text())
+
+
+def _pids_using(marker: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if d.name.isdigit() and marker in cmd and int(d.name) != os.getpid():
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie child of this test process, ended but not yet reaped, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_two_runs_in_a_row_share_one_head_that_outlives_them(ray_home, tmp_path):
+    common = [*TINY, f"paths.cache_dir={tmp_path / 'cache'}", f"storage.root={tmp_path / 'models'}"]
+    first = _cli("run", "quickstart", *common, f"hydra.run.dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    rec = _record(ray_home)
+    assert rec["started_by"] == "llmops" and _alive(rec["pid"])
+    assert f"warm Ray head at {rec['gcs_address']}" in first.stdout + first.stderr
+
+    second = _cli("run", "quickstart", *common, f"hydra.run.dir={tmp_path / 'b'}")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert _record(ray_home) == rec  # the same head: same process, session and address
+    assert f"warm Ray head at {rec['gcs_address']}" in second.stdout + second.stderr
+    st = json.loads((tmp_path / "b" / "state.json").read_text())["stages"]
+    assert st["train"]["status"] == "done" and st["train"]["outputs"]["metrics"]["global_step"] == 2
+    # no run is attached any more, and the run's workers ended with it: only the head's own
+    # processes name its temp dir
+    status = json.loads(_cli("ray", "status", "--json").stdout)
+    assert status["running"] and status["drivers"] == [] and status["address"] == rec["gcs_address"]
+
+
+@pytest.mark.slow
+def test_stop_ends_exactly_the_head_llmops_started(ray_home, ray_head):
+    from llmops.clusters import warm_ray
+
+    head, why = warm_ray.ensure(1, 600)
+    assert head is not None, why
+    st = _cli("ray", "status")
+    assert st.returncode == 0 and head.gcs_address in st.stdout and "idle for" in st.stdout
+    ours = _pids_using(head.temp_dir)
+    theirs = _pids_using(str(ray_head.temp_dir))
+    assert ours and theirs and head.pid in ours
+
+    out = _cli("ray", "stop")
+    assert out.returncode == 0 and "stopped the warm Ray head" in out.stdout
+    assert not any(_alive(p) for p in ours)
+    assert not (ray_home / "head.json").exists() and not Path(head.temp_dir).exists()
+    # the unrelated head (started with `ray start --head`, its own temp dir) is untouched
+    assert ray_head.proc.poll() is None and all(_alive(p) for p in theirs)
+    import urllib.request
+
+    with urllib.request.urlopen(ray_head.address + "/api/version", timeout=10) as r:
+        assert r.status == 200
+    again = _cli("ray", "stop")
+    assert again.returncode == 0 and "nothing stopped" in again.stdout
+    assert "no warm Ray head running" in _cli("ray", "status").stdout
+
+
+@pytest.mark.slow
+def test_idle_timeout_ends_the_head(ray_home):
+    from llmops.clusters import warm_ray
+
+    head, why = warm_ray.ensure(1, 3)
+    assert head is not None and head.reaper_pid, why
+    deadline = time.time() + 120
+    while time.time() < deadline and (_alive(head.pid) or (ray_home / "head.json").exists()):
+        time.sleep(1)
+    assert not _alive(head.pid) and not (ray_home / "head.json").exists()
+    assert not _pids_using(head.temp_dir)  # the reaper and every process of that head are gone
+
+
+@pytest.mark.slow
+def test_stale_or_foreign_record_is_never_used(ray_home, ray_head):
+    from llmops.clusters import warm_ray
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ray_home.mkdir(parents=True)
+    # a record naming a live Ray head llmops did not start: ignored, never connected to
+    foreign = {"pid": ray_head.proc.pid, "gcs_address": ray_head.gcs_address,
+               "temp_dir": str(ray_head.temp_dir), "session_name": "x", "num_cpus": 2,
+               "python": sys.executable, "started_at": time.time(), "idle_timeout_s": 600,
+               "started_by": "someone-else", "uid": os.getuid()}
+    (ray_home / "head.json").write_text(json.dumps(foreign))
+    assert warm_ray.read() is None
+    # a record of ours whose head process is dead: stale, replaced by a new head. Even naming
+    # the foreign head's temp dir, it makes llmops end nothing of that head
+    stale = dict(foreign, pid=dead.pid, started_by="llmops")
+    (ray_home / "head.json").write_text(json.dumps(stale))
+    assert warm_ray.status()["running"] is False
+    head, why = warm_ray.ensure(1, 600)
+    assert head is not None, why
+    assert head.pid != dead.pid and head.gcs_address != ray_head.gcs_address
+    assert _record(ray_home)["pid"] == head.pid and _alive(head.pid)
+    assert ray_head.proc.poll() is None  # neither record made llmops touch the foreign head
