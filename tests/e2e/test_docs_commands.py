@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(bash|sh|console)?\s*$")
+FENCE = re.compile(r"^```(bash|sh|shell|console)?\s*$")
 
 
 def doc_commands(path: Path) -> list[str]:
@@ -37,7 +37,7 @@ def doc_commands(path: Path) -> list[str]:
     for line in path.read_text().splitlines():
         m = FENCE.match(line.strip())
         if m:
-            in_block = not in_block and m.group(1) in ("bash", "sh", "console")
+            in_block = not in_block  # a bare fence counts: only `llmops ...` lines are taken
             pending = ""
             continue
         if not in_block:
