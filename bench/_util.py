@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,3 +32,38 @@ def time_cmd(cmd: list[str], repeat: int = 5, env: dict | None = None) -> float:
         if p.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
     return statistics.median(times)
+
+
+# ------------------------------------------------- a train stage through a backend, timed
+def _watch_first_step(metrics: Path, out: dict, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            if '"loss"' in metrics.read_text():
+                out["t"] = time.time()
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+def run_once(cfg, run_dir: Path, prep_state: dict) -> dict:
+    """Train through the configured backend; seconds to the first step and end to end."""
+    from llmops.clusters import get_backend
+    from llmops.pipeline.engine import open_run
+
+    ctx = open_run(cfg, run_dir)
+    ctx.state.data["stages"]["prepare_data"] = prep_state
+    ctx.state.save()
+    first: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_first_step,
+                               args=(run_dir / "metrics.jsonl", first, stop), daemon=True)
+    watcher.start()
+    t0 = time.time()
+    with get_backend(cfg) as backend:
+        out = backend.run_training(cfg, ctx.training_task())
+    t1 = time.time()
+    stop.set()
+    assert out.metrics["global_step"], out
+    return {"first_step_s": first.get("t", t1) - t0, "end_to_end_s": t1 - t0,
+            "global_step": out.metrics["global_step"], "eval_loss": out.metrics["eval_loss"]}

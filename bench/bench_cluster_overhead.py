@@ -14,46 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _util import ROOT, figure, ratio
-
-
-def _watch_first_step(metrics: Path, out: dict, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            for line in metrics.read_text().splitlines():
-                if '"loss"' in line:
-                    out["t"] = time.time()
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-
-
-def run_once(cfg, run_dir: Path, prep_state: dict) -> dict:
-    """Train through the configured backend; returns seconds to first step and end to end."""
-    from llmops.clusters import get_backend
-    from llmops.pipeline.engine import open_run
-
-    ctx = open_run(cfg, run_dir)
-    ctx.state.data["stages"]["prepare_data"] = prep_state
-    ctx.state.save()
-    first: dict = {}
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch_first_step,
-                               args=(run_dir / "metrics.jsonl", first, stop), daemon=True)
-    watcher.start()
-    t0 = time.time()
-    with get_backend(cfg) as backend:
-        out = backend.run_training(cfg, ctx)
-    t1 = time.time()
-    stop.set()
-    assert out["metrics"]["global_step"], out
-    return {"first_step_s": first.get("t", t1) - t0, "end_to_end_s": t1 - t0,
-            "global_step": out["metrics"]["global_step"]}
+from _util import ROOT, figure, ratio, run_once
 
 
 def main() -> None:
