@@ -71,22 +71,37 @@ def run_after_export(cfg, run_dir: Path, export_outputs: dict, stages=("deploy",
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A random tiny GPT-2 (2 layers, 64 wide) with the real GPT-2 tokenizer, saved as an export
-    would save it (safetensors, tokenizer_config naming GPT2Tokenizer)."""
+    """A random tiny GPT-2 (2 layers, 64 wide) saved as an export would save it (safetensors,
+    tokenizer_config naming GPT2Tokenizer): with the real GPT-2 tokenizer where ../shared/data has
+    it, else with a 600-token byte-level BPE trained by llmops' own trainer (a clone of the
+    repository without ../shared)."""
     import shutil
 
-    tok_src = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpt2-tokenizer"
-    if not tok_src.is_dir():
-        pytest.skip(f"{tok_src} is absent: the GPT-2 tokenizer is needed")
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     out = tmp_path_factory.mktemp("tiny-gpt2")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256))
-    model.save_pretrained(out, safe_serialization=True)
-    for f in tok_src.iterdir():
-        shutil.copy(f, out / f.name)
+    tok_src = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpt2-tokenizer"
+    if tok_src.is_dir():
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256))
+        model.save_pretrained(out, safe_serialization=True)
+        for f in tok_src.iterdir():
+            shutil.copy(f, out / f.name)
+        return out
+    from transformers import AutoTokenizer
+
+    from llmops import data
+    from llmops.training.export import save_hf
+    from tests.data.conftest import made_rows
+
+    tok_dir = tmp_path_factory.mktemp("tiny-bpe")
+    data.train_tokenizer(made_rows(1500, seed=3), 600, tok_dir, 256)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=64,
+                                       n_positions=256, bos_token_id=tok.bos_token_id,
+                                       eos_token_id=tok.eos_token_id))
+    save_hf(model, tok, out)
     return out
 
 
