@@ -27,8 +27,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from tests.serving.kube_standin import LoopbackAPIServer
 
 TRAINER = ("trainer.kubeflow.org", "v1alpha1")
 IMAGE = "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"
@@ -63,7 +65,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class TrainerStandIn:
+class TrainerStandIn(LoopbackAPIServer):
     def __init__(self, namespaces=("default",)):
         self.namespaces = set(namespaces)
         self.queues: set = set()  # (namespace, name) of Kueue LocalQueues
@@ -79,31 +81,12 @@ class TrainerStandIn:
         self.polls: dict = {}
         self.procs: dict = {}  # (namespace, name) -> (Popen, log path)
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self):
-        self.thread.start()
-        return self
+        self._listen()
 
     def stop(self):
         for proc, _ in list(self.procs.values()):
             self._end(proc)
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kubeconfig(self, path) -> str:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
-            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
-            "users": [{"name": "u", "user": {"token": "standin-token"}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "u"}}]}))
-        return str(path)
+        super().stop()
 
     # ------------------------------------------------------------------------------ behaviour
     @staticmethod

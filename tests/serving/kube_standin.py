@@ -34,7 +34,37 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
             "message": message, "reason": reason, "details": details or {}, "code": code}
 
 
-class StandIn:
+class LoopbackAPIServer:
+    """What every stand-in API server shares: an HTTP server on a free 127.0.0.1 port (serving the
+    handler class `_handler()` returns), its URL, start/stop, and a kubeconfig pointing at it."""
+
+    def _listen(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def kubeconfig(self, path) -> str:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
+            "users": [{"name": "u", "user": {"token": "standin-token"}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "u"}}]}))
+        return str(path)
+
+
+class StandIn(LoopbackAPIServer):
     """Behaviour knobs (set before or during a test):
     ready_after: polls of an InferenceService before it reports Ready
     fail_load: the InferenceService reports BlockedByFailedLoad with a reason (an
@@ -63,29 +93,7 @@ class StandIn:
         self.token = None
         self.lock = threading.Lock()
         self._rv = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kubeconfig(self, path) -> str:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
-            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
-            "users": [{"name": "u", "user": {"token": "standin-token"}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "u"}}]}))
-        return str(path)
+        self._listen()
 
     # -------------------------------------------------------------------------------- behaviour
     def _next_rv(self) -> str:
