@@ -2,7 +2,7 @@
 (one file per command, imported only when that command runs).
 
     llmops run [RECIPE|path.yaml] [overrides...] [hydra flags: --cfg job, --info, -m, ...]
-    llmops plan [RECIPE] [overrides...] [--out DIR]
+    llmops plan [RECIPE] [overrides...] [--out DIR] [--server-dry-run]
     llmops validate [RECIPE] [overrides...] | --all
     llmops recipes ls | show NAME | cp NAME DEST | diff A B | lock RUN_DIR
     llmops resume RUN_DIR

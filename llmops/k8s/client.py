@@ -11,7 +11,9 @@ Credentials (``cluster.auth``, used by the cluster backends and by serving alike
 
 :class:`Kube` makes the calls: server-side apply (field manager ``llmops``, ``force=True``,
 ``fieldValidation=Strict``, ``application/apply-patch+yaml``) of any object by its apiVersion and
-kind, get (None when absent), delete, delete by label selector. Every API failure becomes an
+kind (``dry_run=True``: ``dryRun=All``, the server validates and answers as if applied, stores
+nothing), get (None when absent; cluster-scoped objects too), API discovery, delete, delete by label
+selector. Every API failure becomes an
 :class:`LLMOpsError` naming the action, the object and the server's message
 (:mod:`llmops.k8s.errors`).
 """
@@ -184,15 +186,33 @@ class Kube:
             args = (name,) if kind == "Namespace" else (name, namespace)
             return self.call(action, self._core("read", kind), *args, missing_ok=True)
         g, v = _group_version(api_version)
+        if namespace is None:  # cluster-scoped: ClusterServingRuntime, CustomResourceDefinition
+            return self.call(action, self.custom.get_cluster_custom_object, group=g, version=v,
+                             plural=plural(kind), name=name, missing_ok=True)
         return self.call(action, self.custom.get_namespaced_custom_object, group=g, version=v,
                          namespace=namespace, plural=plural(kind), name=name, missing_ok=True)
 
-    def apply(self, obj: dict, timeout_s: Optional[float] = None) -> dict:
-        """Server-side apply of one object (strict field validation)."""
+    def resources(self, api_version: str) -> Optional[list[str]]:
+        """The resource names the server serves at `api_version` (discovery, ``GET
+        /apis/GROUP/VERSION``), or None when it serves no such group/version."""
+        g, v = _group_version(api_version)
+        out = self.call(f"discover {api_version}", self.custom.get_api_resources, g, v, missing_ok=True)
+        return None if out is None else [str(r.get("name")) for r in out.get("resources") or []]
+
+    def version(self) -> dict:
+        """The server's version (``GET /version``): the first call, to see that it answers."""
+        from kubernetes import client
+
+        return self.call("reach the API server", client.VersionApi(self.api_client).get_code)
+
+    def apply(self, obj: dict, timeout_s: Optional[float] = None, *, dry_run: bool = False) -> dict:
+        """Server-side apply of one object (strict field validation). `dry_run`: ``dryRun=All``,
+        the server runs every stage of the apply (admission, validation) and stores nothing."""
         kind, meta = obj["kind"], obj["metadata"]
         name, ns = meta["name"], meta.get("namespace")
-        action = f"apply {kind}/{name} in {ns or 'cluster'}"
-        kw = dict(APPLY, **({"_request_timeout": timeout_s} if timeout_s else {}))
+        action = f"{'dry-run ' if dry_run else ''}apply {kind}/{name} in {ns or 'cluster'}"
+        kw = dict(APPLY, **({"_request_timeout": timeout_s} if timeout_s else {}),
+                  **({"dry_run": "All"} if dry_run else {}))
         if kind in CORE_KINDS:
             args = (name, obj) if kind == "Namespace" else (name, ns, obj)
             return self.call(action, self._core("patch", kind), *args, **kw)

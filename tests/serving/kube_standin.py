@@ -6,6 +6,10 @@ fieldValidation=Strict; 415/400 otherwise), GET of objects, pod lists by label, 
 selector (deletecollection), Status bodies for errors (403 Forbidden, 404 NotFound, 422 Invalid,
 400 strict-decoding errors), and an InferenceService status that KServe would write: not ready
 for a few polls, then Ready with observedGeneration and url; or a failed load.
+A server-side dry run (``dryRun=All``) is validated and answered as if applied, and stores nothing;
+``GET /version``, API discovery (``GET /apis/GROUP/VERSION``) and the CustomResourceDefinition of
+each kind answer for the group/versions in ``served``; ServingRuntime, ClusterServingRuntime and
+LocalQueue objects a test puts there with ``seed`` are read back; anything else absent is a 404.
 It is a test double of the HTTP protocol, not of Kubernetes: no admission, no controllers.
 """
 
@@ -22,7 +26,14 @@ from urllib.parse import parse_qs, urlparse
 CORE = {"secrets": "Secret", "serviceaccounts": "ServiceAccount", "pods": "Pod"}
 CUSTOM = {("serving.kserve.io", "v1beta1", "inferenceservices"): "InferenceService",
           ("serving.kserve.io", "v1alpha1", "servingruntimes"): "ServingRuntime",
-          ("serving.kserve.io", "v1alpha2", "llminferenceservices"): "LLMInferenceService"}
+          ("serving.kserve.io", "v1alpha2", "llminferenceservices"): "LLMInferenceService",
+          ("kueue.x-k8s.io", "v1beta1", "localqueues"): "LocalQueue",
+          ("ray.io", "v1", "rayclusters"): "RayCluster",
+          ("ray.io", "v1", "rayjobs"): "RayJob"}
+CLUSTER_SCOPED = {("serving.kserve.io", "v1alpha1", "clusterservingruntimes"): "ClusterServingRuntime",
+                  ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): "CustomResourceDefinition"}
+# what `served` starts with: every group/version above
+SERVED = {(g, v) for g, v, _ in [*CUSTOM, *CLUSTER_SCOPED]}
 # how each served kind labels its pods (KServe's controllers)
 POD_LABELS = {"InferenceService": "serving.kserve.io/inferenceservice={name}",
               "LLMInferenceService": "app.kubernetes.io/name={name},"
@@ -74,6 +85,9 @@ class StandIn(LoopbackAPIServer):
     forbidden: every write answers 403
     invalid: (kind, field path, message) -> 422 Invalid for that kind
     token: when set, a request without `Authorization: Bearer <token>` answers 401
+    served: the (group, version) pairs served (discovery, CRDs, objects); discard one to make a
+      cluster without that CRD version
+    crds_readable: False -> reading a CustomResourceDefinition answers 403 (discovery still works)
     """
 
     def __init__(self, namespaces=("default",)):
@@ -91,11 +105,51 @@ class StandIn(LoopbackAPIServer):
         self.invalid = None
         self.strict_validator = None  # callable(obj) -> list of unknown-field paths
         self.token = None
+        self.served = set(SERVED)
+        self.crds_readable = True
         self.lock = threading.Lock()
         self._rv = 0
         self._listen()
 
     # -------------------------------------------------------------------------------- behaviour
+    def seed(self, obj: dict) -> dict:
+        """Put an object there as if an admin had made it (a ServingRuntime, a
+        ClusterServingRuntime, a LocalQueue)."""
+        meta = obj["metadata"]
+        with self.lock:
+            self.objects[(obj["kind"], meta.get("namespace"), meta["name"])] = copy.deepcopy(obj)
+        return obj
+
+    def stored(self) -> list:
+        """The keys (kind, namespace, name) of what is stored, objects and namespaces made by
+        requests (not those it was started with)."""
+        return list(self.objects) + [("Namespace", None, n) for n, o in self.namespaces.items()
+                                     if "resourceVersion" in o["metadata"]]
+
+    def crd(self, name: str) -> dict | None:
+        """The CustomResourceDefinition `name` (PLURAL.GROUP), listing the versions served."""
+        kinds = {(g, v, p): k for (g, v, p), k in [*CUSTOM.items(), *CLUSTER_SCOPED.items()]
+                 if f"{p}.{g}" == name and (g, v) in self.served}
+        if not kinds:
+            return None
+        (g, _, p), kind = next(iter(kinds.items()))
+        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {"group": g, "names": {"kind": kind, "plural": p},
+                         "scope": "Cluster" if (g, _, p) in CLUSTER_SCOPED else "Namespaced",
+                         "versions": [{"name": v, "served": True, "storage": i == 0}
+                                      for i, (_, v, _) in enumerate(kinds)]}}
+
+    def discovery(self, group: str, version: str) -> dict | None:
+        if (group, version) not in self.served:
+            return None
+        res = [{"name": p, "singularName": k.lower(), "namespaced": scoped, "kind": k,
+                "verbs": ["get", "list", "patch", "delete", "deletecollection"]}
+               for scoped, table in ((True, CUSTOM), (False, CLUSTER_SCOPED))
+               for (g, v, p), k in table.items() if (g, v) == (group, version)]
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+                "resources": res}
+
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
@@ -206,6 +260,15 @@ class StandIn(LoopbackAPIServer):
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 p = u.path.strip("/").split("/")
+                if p == ["version"]:
+                    return "Version", None, None, q
+                # /apis/{group}/{version}: discovery
+                if p[:1] == ["apis"] and len(p) == 3:
+                    return "APIResourceList", None, (p[1], p[2]), q
+                served = p[:1] != ["apis"] or (len(p) > 2 and (p[1], p[2]) in standin.served)
+                # /apis/{group}/{version}/{plural}/{name}: cluster-scoped
+                if p[:1] == ["apis"] and len(p) == 5 and served and tuple(p[1:4]) in CLUSTER_SCOPED:
+                    return CLUSTER_SCOPED[tuple(p[1:4])], None, p[4], q
                 # /api/v1/namespaces/{ns}[/{res}[/{name}]]
                 if p[:3] == ["api", "v1", "namespaces"]:
                     if len(p) == 4:
@@ -213,7 +276,7 @@ class StandIn(LoopbackAPIServer):
                     if len(p) in (5, 6) and p[4] in CORE:
                         return CORE[p[4]], p[3], p[5] if len(p) == 6 else None, q
                 # /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
-                if p[:1] == ["apis"] and len(p) in (6, 7) and p[3] == "namespaces":
+                if p[:1] == ["apis"] and len(p) in (6, 7) and p[3] == "namespaces" and served:
                     kind = CUSTOM.get((p[1], p[2], p[5]))
                     if kind:
                         return kind, p[4], p[6] if len(p) == 7 else None, q
@@ -245,12 +308,17 @@ class StandIn(LoopbackAPIServer):
                     return self._send(415, status_body(415, "UnsupportedMediaType", f"unsupported content type {ctype}"))
                 if not q.get("fieldManager"):
                     return self._send(422, status_body(422, "Invalid", "PATCH: fieldManager is required for apply requests"))
+                dry = "dryRun" in q
+                if dry and q["dryRun"] != "All":
+                    return self._send(400, status_body(400, "BadRequest", f'Invalid dryRun value "{q["dryRun"]}": '
+                                                       'supported values: "All"'))
                 try:
                     import yaml
 
                     obj = yaml.safe_load(raw)
                 except Exception as e:
                     return self._send(400, status_body(400, "BadRequest", f"error decoding YAML: {e}"))
+                standin.requests[-1]["body"] = obj  # what was sent (a test looks at a Secret's values)
                 if q.get("fieldValidation") == "Strict" and standin.strict_validator:
                     unknown = standin.strict_validator(obj)
                     if unknown:
@@ -266,7 +334,8 @@ class StandIn(LoopbackAPIServer):
                     if kind == "Namespace":
                         cur = standin.namespaces.get(name, {"metadata": {}})
                         new = {**obj, "metadata": {**obj["metadata"], "resourceVersion": standin._next_rv()}}
-                        standin.namespaces[name] = new
+                        if not dry:
+                            standin.namespaces[name] = new
                         return self._send(200, new)
                     if ns not in standin.namespaces:
                         return self._send(404, status_body(404, "NotFound", f'namespaces "{ns}" not found'))
@@ -290,7 +359,8 @@ class StandIn(LoopbackAPIServer):
                             body["metadata"]["generation"] = cur["metadata"]["generation"] + 1
                         if not same:
                             body["metadata"]["resourceVersion"] = standin._next_rv()
-                    standin.objects[key] = body
+                    if not dry:
+                        standin.objects[key] = body
                 if kind == "Secret":
                     body = {**body, "data": {k: "***" for k in (body.get("stringData") or {})}}
                     body.pop("stringData", None)
@@ -303,6 +373,28 @@ class StandIn(LoopbackAPIServer):
                 if kind == "Pod" and name is None:
                     return self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {},
                                             "items": standin.pods(ns, q.get("labelSelector"))})
+                if kind == "Version":
+                    return self._send(200, {k: "" for k in ("gitCommit", "gitTreeState", "buildDate",
+                                                            "goVersion", "compiler")} |
+                                      {"major": "1", "minor": "33", "gitVersion": "v1.33.0",
+                                       "platform": "linux/amd64"})
+                if kind == "APIResourceList":
+                    found = standin.discovery(*name)
+                    return self._send(200, found) if found else self._send(
+                        404, status_body(404, "NotFound", "the server could not find the requested resource"))
+                if kind == "Namespace":
+                    found = standin.namespaces.get(name)
+                    return self._send(200, found) if found else self._send(
+                        404, status_body(404, "NotFound", f'namespaces "{name}" not found'))
+                if kind == "CustomResourceDefinition":
+                    if not standin.crds_readable:
+                        return self._send(403, status_body(403, "Forbidden", f'customresourcedefinitions.'
+                            f'apiextensions.k8s.io "{name}" is forbidden: User "system:serviceaccount:ci:bot" '
+                            'cannot get resource "customresourcedefinitions" at the cluster scope'))
+                    found = standin.crd(name)
+                    return self._send(200, found) if found else self._send(
+                        404, status_body(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io '
+                                                          f'"{name}" not found'))
                 with standin.lock:
                     obj = standin.objects.get((kind, ns, name))
                     if obj is None:
