@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _util import random_gpt2
 
 RUN_ID = "bench-20260101-000000"
 S3 = ["storage.kind=s3", "storage.bucket=models", "storage.endpoint_url=http://minio:9000"]
@@ -150,28 +149,12 @@ def bench_render(repeat: int, tmp: Path) -> None:
     ratio("render_validate_over_validate_only", both / totals["cel"])
 
 
-def tiny_model(tmp: Path) -> Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tok = ROOT.parent / "shared" / "data" / "gpt2-tokenizer"
-    if not tok.is_dir():
-        raise SystemExit(f"{tok} is absent: the GPT-2 tokenizer is needed")
-    out = tmp / "tiny-gpt2"
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256)).save_pretrained(
-        out, safe_serialization=True)
-    for f in tok.iterdir():
-        shutil.copy(f, out / f.name)
-    return out
-
-
 def bench_serve(requests: int, max_tokens: int, tmp: Path) -> None:
     import torch
 
     from llmops.serving import client, server
 
-    folder = tiny_model(tmp)
+    folder = random_gpt2(tmp / "tiny-gpt2")  # 2 layers, 64 wide
     prompt = "The history of the"
 
     t0 = time.perf_counter()
