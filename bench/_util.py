@@ -67,3 +67,28 @@ def run_once(cfg, run_dir: Path, prep_state: dict) -> dict:
     assert out.metrics["global_step"], out
     return {"first_step_s": first.get("t", t1) - t0, "end_to_end_s": t1 - t0,
             "global_step": out.metrics["global_step"], "eval_loss": out.metrics["eval_loss"]}
+
+
+# ------------------------------------------------------------- a random GPT-2, saved as an export
+TOKENIZER = ROOT.parent / "shared" / "data" / "gpt2-tokenizer"
+
+
+def random_gpt2(out: Path, *, n_layer: int = 2, n_embd: int = 64, n_head: int = 2,
+                n_positions: int = 256, seed: int = 0) -> Path:
+    """A GPT-2 with random weights (seeded: the same bytes every run) and the real GPT-2 tokenizer
+    (../shared/data/gpt2-tokenizer, no hub download), saved by llmops' export code (safetensors)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from llmops.training.export import save_hf
+
+    if not TOKENIZER.is_dir():
+        raise SystemExit(f"{TOKENIZER} is absent: the GPT-2 tokenizer is needed")
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions))
+    save_hf(model, AutoTokenizer.from_pretrained(str(TOKENIZER)), out)
+    return out
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())

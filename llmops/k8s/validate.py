@@ -192,9 +192,11 @@ def _meta_problems(obj: dict) -> list[str]:
     return probs
 
 
-def check(obj: dict) -> tuple[list[str], list[str]]:
+def check(obj: dict, *, cel: bool = True) -> tuple[list[str], list[str]]:
     """(problems, notes) of one object: problems as 'Kind/name: path: message'; notes on the CRD
-    rules that were not evaluated (transition rules, rules this offline evaluator lacks)."""
+    rules that were not evaluated (transition rules, rules this offline evaluator lacks).
+    `cel=False`: schema and metadata only, the CRD's CEL rules are not evaluated (and a note
+    says so when the CRD has any)."""
     if not isinstance(obj, dict):
         return [f"not an object: {type(obj).__name__}"], []
     api, kind = obj.get("apiVersion"), obj.get("kind")
@@ -205,10 +207,12 @@ def check(obj: dict) -> tuple[list[str], list[str]]:
         v, schema, has_rules = _crd(api, kind, str(schemas_dir()))
         errors = sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
         out += [f"{label}: {_path(e)}: {e.message}" for e in errors]
-        if has_rules and not errors:  # CEL sees the object only once it decodes
-            from llmops.k8s import cel
+        if has_rules and not cel:
+            notes.append(f"{label}: CRD rules (CEL) not checked: validation asked without them")
+        elif has_rules and not errors:  # CEL sees the object only once it decodes
+            from llmops.k8s import cel as cel_rules
 
-            rep = cel.cel_report(obj, schema)
+            rep = cel_rules.cel_report(obj, schema)
             out += [f"{label}: {p}" for p in rep.problems]
             notes += [f"{label}: {path}: rule {rule!r} not checked: {why}"
                       for path, rule, why in rep.skipped]
@@ -222,17 +226,19 @@ def check(obj: dict) -> tuple[list[str], list[str]]:
     return out, notes
 
 
-def problems(obj: dict) -> list[str]:
+def problems(obj: dict, *, cel: bool = True) -> list[str]:
     """Every problem with one object, as 'Kind/name: path: message'."""
-    return check(obj)[0]
+    return check(obj, cel=cel)[0]
 
 
-def validate_objects(objects: list[dict], what: str = "the rendered manifests") -> list[str]:
+def validate_objects(objects: list[dict], what: str = "the rendered manifests", *,
+                     cel: bool = True) -> list[str]:
     """Raise LLMOpsError listing every problem of every object (CRD schema, CEL rules, metadata);
-    return the notes on rules that were not evaluated (also logged at debug level)."""
+    return the notes on rules that were not evaluated (also logged at debug level). `cel=False`
+    skips the CRDs' CEL rules (schema and metadata only: what a plain JSON-schema tool checks)."""
     probs, notes = [], []
     for o in objects:
-        p, n = check(o)
+        p, n = check(o, cel=cel)
         probs += p
         notes += n
     for n in notes:

@@ -54,6 +54,18 @@ def test_cel_rule_failure_is_a_problem_with_the_rule_message():
     assert any("spec.managedBy" in n and "self == oldSelf" in n and "update" in n for n in notes)
 
 
+def test_cel_false_checks_the_schema_only_and_says_the_rules_were_skipped():
+    job = _obj("trainer.kubeflow.org/v1alpha1", "TrainJob",
+               {"runtimeRef": {"name": "torch-distributed"}, "managedBy": "someone-else"})
+    notes = validate.validate_objects([job], cel=False)  # the CEL rule it breaks is not run
+    assert notes == ["TrainJob/demo: CRD rules (CEL) not checked: validation asked without them"]
+    job["spec"]["managedBy"] = 7  # the schema is still checked
+    with pytest.raises(LLMOpsError, match=r"TrainJob/demo: spec.managedBy: 7 is not of type 'string'"):
+        validate.validate_objects([job], cel=False)
+    with pytest.raises(LLMOpsError, match="ManagedBy must be"):
+        validate.validate_objects([dict(job, spec={**job["spec"], "managedBy": "someone-else"})])
+
+
 def test_schema_problems_come_before_cel():
     """An object that does not decode is not handed to CEL (the API server would not either)."""
     job = _obj("trainer.kubeflow.org/v1alpha1", "TrainJob",
