@@ -25,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--threads", type=int, default=1, help=(
+        "torch threads for generation (default 1: one request decodes at a time, token by token, "
+        "and on CPU one thread decodes a small model fastest; more help a larger model)"))
     return p
 
 
@@ -44,6 +47,9 @@ def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from llmops.serving import server
 
+    if a.threads < 1:
+        raise LLMOpsError(f"--threads {a.threads}: expected a positive number of threads")
+
     rd = RunDir(a.run_dir)
     model_uri = rd.outputs("export").model_uri
     if not model_uri:
@@ -52,7 +58,8 @@ def main(argv: list[str]) -> int:
         log.warning("serve: listening on %s: anyone who reaches this address can use the model", a.host)
     name = served_name(rd)
     with tempfile.TemporaryDirectory(prefix="llmops-serve-") as tmp:
-        model = server.LocalModel(server.local_model_dir(rd.config(), str(model_uri), Path(tmp)))
+        model = server.LocalModel(server.local_model_dir(rd.config(), str(model_uri), Path(tmp)),
+                                  threads=a.threads)
         srv = server.make_server(model, name, a.host, a.port)
         h, p = srv.server_address[:2]
         print(f"llmops serve: model '{name}' from {model_uri}\n"

@@ -36,12 +36,15 @@ READ_TIMEOUT_S = 30  # a request's headers and body arrive within this
 
 
 class LocalModel:
-    """An exported HF folder loaded with transformers, completing prompts."""
+    """An exported HF folder loaded with transformers, completing prompts. `threads`: torch's
+    intra-op threads (None leaves torch's default)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: Optional[int] = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if threads:
+            torch.set_num_threads(int(threads))
         path = Path(path)
         if not (path / "config.json").is_file():
             raise LLMOpsError(f"{path}: not an exported model (no config.json)")

@@ -127,8 +127,8 @@ def test_llmops_serve_and_call_run_dir(exported, tmp_path, free_port):
         "export": {"status": "done", "outputs": {"model_uri": exported}}}}))
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    p = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", str(run), "--port", str(free_port)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", str(run), "--port", str(free_port),
+                          "--threads", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
         while not (run / "serve.json").exists():
@@ -144,6 +144,16 @@ def test_llmops_serve_and_call_run_dir(exported, tmp_path, free_port):
         p.terminate()
         p.wait(timeout=30)
     assert not (run / "serve.json").exists()  # SIGTERM stops it cleanly
+
+
+def test_llmops_serve_refuses_a_thread_count_below_one(exported, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({"run_id": RUN_ID, "recipe": "quickstart", "stages": {
+        "export": {"status": "done", "outputs": {"model_uri": exported}}}}))
+    assert cli.main(["serve", str(run), "--threads", "0"]) == 1
+    assert "--threads 0: expected a positive number of threads" in capsys.readouterr().err
+    assert not (run / "serve.json").exists()
 
 
 # ------------------------------------------------------------------ malformed requests: 4xx, JSON
