@@ -98,3 +98,22 @@ def test_composing_with_the_ray_launcher_imports_neither_ray_nor_torch():
         "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_ray_launcher_forks_warm_jobs_for_trainer_process_that_train_as_the_basic_launcher(tmp_path, shared_cache):
+    common = ["training.lr=1e-3,3e-3", "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8",
+              "training.eval_steps=4", "stages=[prepare_data,train]", "cluster.trainer=process",
+              f"paths.cache_dir={shared_cache}", f"storage.root={tmp_path / 'models'}"]
+    results = {}
+    for name, extra in (("basic", []), ("ray", ["hydra/launcher=ray"])):
+        r = run_cli("run", "quickstart", "-m", *common, *extra, f"paths.output_root={tmp_path / name}",
+                    timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        sd = _sweep_dir(tmp_path / name)
+        results[name] = [float(row["perplexity"]) for row in _rows(sd)]
+    recs = [json.loads((sd / str(n) / "sweep_job.json").read_text()) for n in (0, 1)]
+    assert [rec["process"] for rec in recs] == ["fork", "fork"]
+    assert recs[0]["started"] < recs[1]["ended"] and recs[1]["started"] < recs[0]["ended"]
+    assert results["ray"] == pytest.approx(results["basic"], rel=1e-5)
+    assert len(set(results["ray"])) == 2  # two learning rates, two models
