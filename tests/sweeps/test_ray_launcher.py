@@ -28,10 +28,11 @@ def _rows(sd: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shared_cache):
+def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path):
+    # an empty cache of its own: the sweep's dataset is prepared once, before the jobs
     r = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3",
                 "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8", "training.eval_steps=4",
-                "stages=[prepare_data,train,export]", *_base(tmp_path, shared_cache), timeout=900)
+                "stages=[prepare_data,train,export]", *_base(tmp_path, tmp_path / "cache"), timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sd = _sweep_dir(tmp_path / "out")
     rows = _rows(sd)
@@ -53,6 +54,14 @@ def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shar
     # each job stored its model under its own prefix
     uris = {s["stages"]["export"]["outputs"]["model_uri"] for s in states}
     assert len(uris) == 2
+
+    # a second sweep on the same cache prepares nothing: the launcher finds the data there
+    again = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3",
+                    "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8", "stages=[prepare_data]",
+                    *_base(tmp_path / "again", tmp_path / "cache"), timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "is prepared already" in again.stdout + again.stderr
+    assert not (_sweep_dir(tmp_path / "again" / "out") / ".prepare").exists()
 
     rep = run_cli("sweep", "report", str(sd))
     assert rep.returncode == 0 and "2 completed, 0 failed" in rep.stdout
