@@ -3,10 +3,11 @@
     python bench/bench_sweep.py [--jobs 4] [--train-blocks 512]
 
 Same jobs in both (training.lr over 4 values, a short training: dataset.max_train_blocks
-blocks, stages prepare_data,train), same machine, same run of this script. The data cache is
-warmed first so that neither sweep pays the tokenizer training; the basic launcher runs the jobs
-one after another in one process, the Ray launcher runs them side by side, each job in its own
-process with the CPUs its training needs (1 here). Both train on the warm Ray head
+blocks, stages prepare_data,train, `cluster.trainer` as --trainer says), same machine, same run
+of this script. The data cache is warmed first so that neither sweep pays the tokenizer
+training; the basic launcher runs the jobs one after another in one process, the Ray launcher
+runs them side by side, each job in its own process with the CPUs its training needs (1 here; a
+fork of a warm Ray worker with --trainer process). Both run on the warm Ray head
 (llmops.clusters.warm_ray), started before either sweep and not counted.
 
 Prints:
@@ -35,7 +36,9 @@ from _util import ROOT, figure, ratio
 
 p = argparse.ArgumentParser()
 p.add_argument("--jobs", type=int, default=4)
-p.add_argument("--train-blocks", type=int, default=512)
+p.add_argument("--train-blocks", type=int, default=2048)  # the quickstart's own (its 128 steps)
+p.add_argument("--trainer", choices=["process", "ray"], default="process",
+               help="cluster.trainer of every job (process: one worker in the job's process)")
 a = p.parse_args()
 
 LOAD: dict = {}
@@ -46,7 +49,7 @@ def sweep(tmp: Path, name: str, extra: list[str]) -> tuple[float, Path]:
     out = tmp / name
     cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", WARM, "-m", f"training.lr={','.join(LRS)}",
            f"dataset.max_train_blocks={a.train_blocks}", "dataset.max_eval_blocks=16",
-           "training.eval_steps=1000", "stages=[prepare_data,train]",
+           "training.eval_steps=1000", "stages=[prepare_data,train]", f"cluster.trainer={a.trainer}",
            f"paths.output_root={out}", f"paths.cache_dir={tmp / 'cache'}", f"storage.root={tmp / 'models'}",
            *extra]
     t0 = time.perf_counter()

@@ -2,11 +2,14 @@
 in Ray tasks that reserve their training's CPUs, and hand Hydra a JobReturn per job.
 
 Each job is `llmops run RECIPE <its overrides> hydra.run.dir=<job dir> run_id=<job run id>` in its
-own process. The job's embedded Ray (and Ray Train) lives in that process, so no job ever asks
-the sweep's Ray for resources: nothing can deadlock, a job that crashes takes nobody else down,
-and every job gets a clean interpreter. A task reserves `cluster.num_workers *
-cluster.cpus_per_worker` CPUs for `cluster=local` (else one, for the job's driver; its training
-runs on the configured cluster), at most the whole cluster. Jobs are submitted only while they
+own process: a job that crashes takes nobody else down, and every job has its own Hydra state,
+session and signals. The job's Ray Train runs on the job's own embedded Ray, or on the warm local
+head the sweep also runs on (`cluster.ray_idle_timeout_s` > 0); there its task reserves no CPU, so
+the job's workers never wait on CPUs the sweep holds. A job with `cluster.trainer=process` trains
+in its own process without Ray: that process is a fork of the Ray worker after the imports every
+job needs (`warm_imports`), so only a worker's first job pays them. A task reserves
+`cluster.num_workers * cluster.cpus_per_worker` CPUs for `cluster=local` (else one, for the job's
+driver; its training runs on the configured cluster), at most the whole cluster. Jobs are submitted only while they
 fit, so with `sweep.fail_fast=true` the jobs not yet started after a failure are not started.
 
 Only public names of llmops and Hydra are used: `llmops.run.RunDir` to read a job's state,
@@ -21,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -55,6 +59,7 @@ class Job:
     result: Any = None
     started: Optional[float] = None
     ended: Optional[float] = None
+    process: Optional[str] = None  # how the job's process started: "fork" or "new"
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Context:
     env: dict
     hydra_args: list  # hydra.searchpath / hydra.verbose overrides, passed on to each job
     timeout_s: int
+    warm: bool = False  # the jobs run on the warm local Ray head (llmops.clusters.warm_ray)
 
     def argv(self, overrides: Sequence[str], job_dir: Path, run_id: str,
              extra: Sequence[str] = ()) -> list:
@@ -93,10 +99,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         return []
     opts = jobs[0].task_cfg.sweep
     fail_fast = bool(opts.fail_fast)
-    if bool(opts.prepare_once):  # before any job starts (and before Ray: it needs none)
-        prepare_once(jobs, ctx, fail_fast)
-    run_on_ray(jobs, ctx, fail_fast, address=launcher.address, num_cpus=launcher.num_cpus,
-               max_parallel=launcher.max_parallel)
+    with sweep_ray(jobs, ctx, address=launcher.address, num_cpus=launcher.num_cpus) as total:
+        if bool(opts.prepare_once):  # before any job starts
+            prepare_once(jobs, ctx, fail_fast)
+        run_on_ray(jobs, ctx, fail_fast, total=total, max_parallel=launcher.max_parallel)
     return [job_return(j, ctx.cwd) for j in jobs]
 
 
@@ -131,6 +137,14 @@ def job_cpus(task_cfg: DictConfig, cpus_per_job: Optional[int]) -> int:
     if kind == "local":
         return max(1, int(c.num_workers) * int(c.cpus_per_worker))
     return 1  # the job's driver; its training runs on the configured cluster
+
+
+def trains_in_process(task_cfg: DictConfig) -> bool:
+    """The job trains in its own process (`cluster=local cluster.trainer=process`): it uses no
+    Ray itself, so its process can be a warm fork of the Ray worker's."""
+    c = task_cfg.cluster
+    return (str(getattr(c.kind, "value", c.kind)) == "local"
+            and str(getattr(c.trainer, "value", c.trainer)) == "process")
 
 
 def recipe_path(config: DictConfig) -> Path:
@@ -178,12 +192,16 @@ def prepare_once(jobs: list[Job], ctx: Context, fail_fast: bool = False) -> None
         if fail_fast and any(j.status == "failed" for j in jobs):
             return  # the rest will not run
         first = members[0]
+        if data_cached(first.task_cfg):
+            log.info("ray launcher: data %s of job(s) %s is prepared already", fp,
+                     ", ".join(str(m.idx) for m in members))
+            continue
         pdir = ctx.sweep_dir / ".prepare" / fp
         log.info("ray launcher: preparing data %s once for job(s) %s", fp,
                  ", ".join(str(m.idx) for m in members))
-        out = run_child(ctx.argv(first.overrides, pdir, f"{first.run_id}-prepare",
-                                 extra=["stages=[prepare_data]"]),
-                        ctx.cwd, ctx.env, str(pdir / "llmops.log"), ctx.timeout_s)
+        out = run_task(1, ctx.argv(first.overrides, pdir, f"{first.run_id}-prepare",
+                                   extra=["stages=[prepare_data]"]),
+                       ctx, str(pdir / "llmops.log"), trains_in_process(first.task_cfg))
         if out["rc"] != 0:
             err = state_error(pdir) or log_tail(pdir / "llmops.log")
             for m in members:
@@ -191,24 +209,98 @@ def prepare_once(jobs: list[Job], ctx: Context, fail_fast: bool = False) -> None
                 record(m)
 
 
+def data_cached(task_cfg: DictConfig) -> bool:
+    """The job's prepared data is in the cache (False when that cannot be told: prepare then)."""
+    from llmops.data.build import cached
+
+    try:
+        return cached(task_cfg)
+    except Exception:  # noqa: BLE001 - the prepare run (or the job) reports what is wrong
+        return False
+
+
 # ------------------------------------------------------------------------------------ on Ray
-def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, address: Optional[str],
-               num_cpus: Optional[int], max_parallel: Optional[int]) -> None:
-    """Run the pending jobs, in order, as many at once as their CPUs (and max_parallel) allow."""
+@contextmanager
+def sweep_ray(jobs: list[Job], ctx: Context, *, address: Optional[str], num_cpus: Optional[int]):
+    """The Ray the jobs run on, for the time of the sweep; yields its CPUs. `address` joins that
+    cluster; else, when every job trains on the warm local head (`cluster=local` with
+    `cluster.ray_idle_timeout_s` > 0), that head (started if need be; it stays); else an
+    embedded Ray in this process."""
     import ray
 
-    started = False
+    started, lease = False, None
     if not ray.is_initialized():
+        head = None if address else warm_head(jobs)
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
+        elif head is not None:
+            from llmops.clusters import warm_ray
+
+            lease = warm_ray.attach()
+            ctx.warm = True
+            ray.init(address=head.gcs_address, log_to_driver=False, logging_level=logging.WARNING)
+            log.info("ray launcher: on the warm Ray head at %s (`llmops ray stop` ends it)",
+                     head.gcs_address)
         else:
             ray.init(address="local", num_cpus=int(num_cpus or os.cpu_count() or 1), num_gpus=0,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started = True
+    try:
+        yield int(ray.cluster_resources().get("CPU", 1))
+    finally:
+        if started:
+            ray.shutdown()
+        if lease is not None:
+            from llmops.clusters import warm_ray
+
+            warm_ray.detach(lease)
+
+
+def warm_head(jobs: list[Job]):
+    """The warm local Ray head when every job trains on it, else None (also when it cannot start)."""
+    cfgs = [j.task_cfg.cluster for j in jobs]
+    if not all(str(getattr(c.kind, "value", c.kind)) == "local" and int(c.ray_idle_timeout_s) > 0
+               for c in cfgs):
+        return None
+    from llmops.clusters import warm_ray
+
+    cpus = max([os.cpu_count() or 1] + [int(c.num_workers) * int(c.cpus_per_worker) for c in cfgs])
+    head, why = warm_ray.ensure(cpus, max(int(c.ray_idle_timeout_s) for c in cfgs))
+    if head is None:
+        log.info("ray launcher: %s; an embedded Ray for this sweep", why)
+    return head
+
+
+def run_task(cpus: int, argv: list, ctx: Context, log_path: str, fork: bool) -> dict:
+    """One process run to its end in a Ray task (prepare_once waits for it here)."""
+    import ray
+
+    ref = ray.remote(run_child).options(num_cpus=task_cpus(cpus, ctx, fork), max_retries=0).remote(
+        argv, ctx.cwd, ctx.env, log_path, ctx.timeout_s, fork)
+    try:
+        return ray.get(ref)
+    except KeyboardInterrupt:
+        ray.cancel(ref)
+        raise
+    except Exception as e:  # the Ray task itself failed (node lost, ...)
+        return {"rc": -1, "seconds": 0.0, "error": f"{type(e).__name__}: {e}"}
+
+
+def task_cpus(cpus: int, ctx: Context, fork: bool) -> int:
+    """What a job's Ray task reserves. On the warm head a job that trains with Ray Train asks
+    that same Ray for its workers' CPUs, so its task reserves none (the launcher still admits
+    jobs by their CPUs); else the two reservations could wait on each other."""
+    return 0 if ctx.warm and not fork else cpus
+
+
+def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, total: int,
+               max_parallel: Optional[int]) -> None:
+    """Run the pending jobs, in order, as many at once as their CPUs (and max_parallel) allow."""
+    import ray
+
     running: dict = {}
     try:
-        total = int(ray.cluster_resources().get("CPU", 1))
         for j in jobs:
             j.cpus = min(j.cpus, total)  # a job larger than the cluster still runs, alone
         log.info("ray launcher: %d job(s) on %d CPU(s), sweep directory %s", len(jobs), total,
@@ -228,9 +320,10 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, address: Optio
                     break
                 pending.pop(0)
                 j.job_dir.mkdir(parents=True, exist_ok=True)
-                ref = remote.options(num_cpus=j.cpus, max_retries=0).remote(
+                fork = trains_in_process(j.task_cfg)
+                ref = remote.options(num_cpus=task_cpus(j.cpus, ctx, fork), max_retries=0).remote(
                     ctx.argv(j.overrides, j.job_dir, j.run_id), ctx.cwd, ctx.env,
-                    str(j.job_dir / "llmops.log"), ctx.timeout_s)
+                    str(j.job_dir / "llmops.log"), ctx.timeout_s, fork)
                 running[ref] = j
                 free -= j.cpus
                 j.status = "running"
@@ -256,9 +349,6 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, address: Optio
         for ref in list(running):
             ray.cancel(ref)
         raise
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def shown_overrides(overrides: Sequence[str]) -> list:
@@ -267,46 +357,138 @@ def shown_overrides(overrides: Sequence[str]) -> list:
     return list(filter_overrides(list(overrides)))
 
 
-def run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int) -> dict:
-    """Run one job's process to its end (also the body of the Ray task)."""
+def run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int, fork: bool = False) -> dict:
+    """Run one job's process to its end (also the body of the Ray task). `fork`: the job's
+    process is a fork of this one after the imports every job needs (`warm_imports`), instead of
+    a new interpreter that imports them again; for jobs that do not use Ray themselves."""
     import signal
     import subprocess
 
     t0 = time.time()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        try:
-            while p.poll() is None:
-                if timeout_s and time.time() - t0 > timeout_s:
-                    os.killpg(p.pid, signal.SIGTERM)
-                    try:
-                        p.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(p.pid, signal.SIGKILL)
-                    return {"rc": 124, "seconds": time.time() - t0, "timeout": True,
-                            "started": t0, "ended": time.time()}
-                time.sleep(0.2)
-        except BaseException:  # cancelled or interrupted: take the job (and its Ray) down with us
-            try:
+    p = forked(argv, cwd, env, log_path) if fork and warm_imports() else None
+    if p is None:
+        with open(log_path, "ab") as out:
+            p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        while p.poll() is None:
+            if timeout_s and time.time() - t0 > timeout_s:
                 os.killpg(p.pid, signal.SIGTERM)
-                p.wait(30)
-            except Exception:
                 try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-                except Exception:
-                    pass
-            raise
+                    p.wait(30)
+                return {"rc": 124, "seconds": time.time() - t0, "timeout": True,
+                        "started": t0, "ended": time.time()}
+            time.sleep(0.1)
+    except BaseException:  # cancelled or interrupted: take the job (and its Ray) down with us
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(30)
+        except Exception:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except Exception:
+                pass
+        raise
     return {"rc": p.returncode, "seconds": time.time() - t0, "timeout": False,
-            "started": t0, "ended": time.time()}
+            "started": t0, "ended": time.time(), "process": "fork" if isinstance(p, Forked) else "new"}
+
+
+# what every job imports (torch, transformers, llmops's run path), once per Ray worker process
+WARM_IMPORTS = ("torch", "transformers", "transformers.trainer", "transformers.models.gpt2",
+                "llmops.cli", "llmops.commands.run", "llmops.hydra_app", "llmops.pipeline.engine",
+                "llmops.training.loop", "llmops.data.build")
+
+
+def warm_imports() -> bool:
+    """Import what every job needs into this process, so that its forks start warm. False when
+    this process's llmops is not the one the jobs are given (their PYTHONPATH): then no fork."""
+    import importlib
+
+    import llmops
+
+    for name in WARM_IMPORTS:
+        importlib.import_module(name)
+    root = str(Path(llmops.__file__).resolve().parent.parent)
+    return os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] in ("", root) or root in sys.path[:3]
+
+
+class Forked:
+    """A forked job process, with the part of Popen's interface run_child uses."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        import subprocess
+
+        end = time.time() + timeout
+        while self.poll() is None:
+            if time.time() > end:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def forked(argv: list, cwd: str, env: dict, log_path: str) -> Forked:
+    """`argv` (`python -m llmops.cli ...`) run as `llmops.cli.main` in a fork of this process:
+    its own session, working directory, environment and log; default signal handlers (the CLI
+    installs its own); no Ray (the fork never touches this process's Ray connection)."""
+    import signal
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pid = os.fork()
+    if pid:
+        os.close(fd)
+        return Forked(pid)
+    rc = 1
+    try:  # the job's process from here on; it leaves only through os._exit
+        os.setsid()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        from llmops import cli
+
+        rc = cli.main(list(argv[3:]))  # argv: [python, -m, llmops.cli, ...]
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the job's process ends here whatever happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import logging as logging_
+
+            logging_.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(rc if isinstance(rc, int) else 1)
 
 
 # ----------------------------------------------------------------------------------- results
 def finish(j: Job, out: dict, timeout_s: int) -> None:
     """A job's process ended: its status, error or return value (the sweep metric), its record."""
     j.seconds = round(float(out.get("seconds", 0.0)), 2)
-    j.started, j.ended = out.get("started"), out.get("ended")
+    j.started, j.ended, j.process = out.get("started"), out.get("ended"), out.get("process")
     if out.get("rc") == 0:
         try:
             state = RunDir(j.job_dir).maybe_state()
@@ -332,6 +514,7 @@ def record(j: Job) -> None:
     sweeps.write_job_record(j.job_dir, {
         "num": j.idx, "overrides": j.overrides, "status": j.status, "error": j.error or None,
         "seconds": j.seconds, "result": j.result, "cpus": j.cpus, "launcher": "ray", "started": j.started, "ended": j.ended,
+        "process": j.process,  # "fork": a fork of a warm Ray worker; "new": a new interpreter
     })
     if j.status == "failed":
         note_failure(j.idx)

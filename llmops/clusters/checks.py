@@ -18,6 +18,13 @@ def check(c: Checker) -> None:
     c.check("cluster.poll_interval_s", lambda v: v > 0, "a period in seconds > 0")
     c.check("cluster.auth", lambda v: v in ("auto", "kubeconfig", "incluster", "token"),
             "one of auto, kubeconfig, incluster, token")
+    if str(c.value("cluster.trainer")) == "process":
+        if kind != "local":
+            c.add("cluster.trainer", f"process trains in the llmops process: cluster=local only, not {kind}")
+        c.check("cluster.num_workers", lambda v: v == 1,
+                "1 with cluster.trainer=process (one worker in this process; more need trainer=ray)")
+        c.check("training.max_failures", lambda v: v == 0,
+                "0 with cluster.trainer=process (restarts of a dead worker need trainer=ray)")
     url = re.compile(r"^https?://[^/\s:]+(:\d+)?(/.*)?$")
     if kind == "ray":
         addr = c.get("cluster.address")

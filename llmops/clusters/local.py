@@ -1,6 +1,7 @@
 """`cluster=local`: an embedded Ray in this process (the default), or the warm Ray head llmops
 started and keeps between runs (`cluster.ray_idle_timeout_s` > 0; llmops.clusters.warm_ray).
-No cluster, no network.
+No cluster, no network. With `cluster.trainer=process` there is no Ray at all: the one worker
+trains in this process (llmops.training.loop.fit_in_process).
 
 The Ray it starts ends with it: on the way out (done, failed, Ctrl-C or SIGTERM) Ray is shut down
 and every process still mentioning its session dir (raylet, GCS, agents, workers) is ended; the
@@ -68,6 +69,9 @@ class LocalBackend:
         self.session_dir: str | None = None
         self._lease = None
 
+    def in_process(self) -> bool:
+        return str(getattr(self.cfg.cluster.trainer, "value", self.cfg.cluster.trainer)) == "process"
+
     def cpus_needed(self) -> int:
         c = self.cfg.cluster
         return int(c.num_workers) * int(c.cpus_per_worker)
@@ -78,17 +82,25 @@ class LocalBackend:
         c = cfg.cluster
         path, _ = storage.ray_storage(cfg, ctx.run_dir, ctx.run_id) if cfg.storage.kind.value != "s3" else (
             f"s3 bucket {cfg.storage.bucket}", None)
+        if self.in_process():
+            where = "this process, one worker, no Ray (cluster.trainer=process)"
+        elif int(c.ray_idle_timeout_s) > 0:
+            where = "warm local Ray head (llmops ray status)"
+        else:
+            where = "embedded Ray in this process"
         return {
-            "where": ("warm local Ray head (llmops ray status)" if int(c.ray_idle_timeout_s) > 0
-                      else "embedded Ray in this process"),
+            "where": where,
             "workers": int(c.num_workers),
             "cpus_per_worker": int(c.cpus_per_worker),
             "gpus_per_worker": int(c.gpus_per_worker),
             "checkpoints": path,
-            "trainer": "ray.train.torch.TorchTrainer + transformers.Trainer (RayTrainReportCallback)",
+            "trainer": ("transformers.Trainer in this process" if self.in_process() else
+                        "ray.train.torch.TorchTrainer + transformers.Trainer (RayTrainReportCallback)"),
         }
 
     def __enter__(self) -> "LocalBackend":
+        if self.in_process():
+            return self
         import ray
 
         if not ray.is_initialized():
@@ -141,6 +153,8 @@ class LocalBackend:
     def run_training(self, cfg: DictConfig, task: TrainingTask) -> TrainOutputs:
         from llmops.training import loop as training
 
+        if self.in_process():  # in the main thread: Ctrl-C and SIGTERM reach the loop as usual
+            return training.fit_in_process(cfg, task)
         return in_thread(training.fit, cfg, task)
 
     def __exit__(self, *exc) -> None:

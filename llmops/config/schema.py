@@ -37,6 +37,11 @@ class ClusterKind(str, Enum):
     kubeflow = "kubeflow"  # a Kubeflow Trainer v2 TrainJob through the Kubeflow SDK
 
 
+class Trainer(str, Enum):
+    ray = "ray"  # Ray Train: a TorchTrainer's worker group of Ray actors (several workers, restarts)
+    process = "process"  # cluster=local, one worker: the training function in the job's own process
+
+
 class ClusterMode(str, Enum):
     raycluster = "raycluster"  # a long-lived RayCluster, jobs submitted to its dashboard
     rayjob = "rayjob"  # one RayJob CR with the cluster spec inline
@@ -53,6 +58,9 @@ class ClusterConfig:
     # local: keep a warm Ray head between runs, stopped after this many idle seconds; 0 = an
     # embedded Ray in the llmops process for this run only
     ray_idle_timeout_s: int = 0
+    # local: `process` trains one worker in the job's own process, without Ray Train's start and
+    # stop (seconds a short run saves; same loop, checkpoints and resume); `ray` = Ray Train
+    trainer: Trainer = Trainer.ray
     # ray and codeflare: the job
     address: Optional[str] = None  # ray: dashboard URL, e.g. http://127.0.0.1:8265
     headers: Dict[str, str] = field(default_factory=dict)  # e.g. Authorization: Bearer ...

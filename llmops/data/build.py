@@ -116,6 +116,13 @@ def _tokenize_into_cache(cfg, parts: dict, spec: dict, t0: float) -> Path:
     return entry
 
 
+def cached(cfg) -> bool:
+    """The prepared blocks of this config are in the cache already (prepare would only read them)."""
+    source_of(cfg).check_inputs(cfg)
+    key, _ = keys.fingerprint(cfg)
+    return cache.blocks_complete(cache_root(cfg) / "data" / key)
+
+
 def prepare(cfg, ctx=None) -> DataOutputs:
     """Load, tokenize and group the dataset; reuse the cache when the fingerprint matches.
 

@@ -4,7 +4,8 @@ by torchrun.
 `train_worker(cfg, task, ctx)` is the one training function. `ctx` (llmops.training.context) says
 where it runs: `fit(cfg, task)` launches it on Ray Train workers (TorchTrainer; it must run where
 Ray is connected: the embedded Ray of `cluster=local` or a Ray job's driver), `fit_torchrun(cfg,
-task)` runs it as one rank of a torch.distributed launch (a Kubeflow TrainJob's torchrun). Each
+task)` runs it as one rank of a torch.distributed launch (a Kubeflow TrainJob's torchrun), and
+`fit_in_process(cfg, task)` as the one worker of `cluster=local cluster.trainer=process`. Each
 process builds the model, reads the prepared blocks, trains, reports every checkpoint (to the
 run's checkpoint storage, keeping the best by eval loss) and, on rank 0, writes the final model
 straight to the configured store. A rerun with the same run id resumes from the latest
@@ -414,6 +415,24 @@ def fit_torchrun(cfg: DictConfig, task) -> tuple[TrainOutputs | None, list]:
     if Path(task.run_dir).is_dir():
         finish_files(task, out, final.get("history") or [])
     return out, final.get("history") or []
+
+
+def fit_in_process(cfg: DictConfig, task) -> TrainOutputs:
+    """Train in this process as the only worker (`cluster.trainer=process`): no Ray Train worker
+    group to start and stop. Checkpoints, their layout, the kept best and resume are those of
+    `fit_torchrun` (Ray Train's layout, so a run started one way resumes the other). Like a Ray
+    worker with `cluster.cpus_per_worker` CPUs, torch uses that many threads while it trains."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.cluster.cpus_per_worker))
+    saved = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in os.environ}
+    try:
+        out, _ = fit_torchrun(cfg, task)
+    finally:
+        torch.set_num_threads(threads)
+        os.environ.update(saved)
+    return out
 
 
 def _ckpt_uri(ckpt, fs) -> str | None:

@@ -144,3 +144,21 @@ def test_stale_or_foreign_record_is_never_used(ray_home, ray_head):
     assert head.pid != dead.pid and head.gcs_address != ray_head.gcs_address
     assert _record(ray_home)["pid"] == head.pid and _alive(head.pid)
     assert ray_head.proc.poll() is None  # neither record made llmops touch the foreign head
+
+
+@pytest.mark.slow
+def test_a_ray_launcher_sweep_trains_on_the_warm_head_and_leaves_it_up(ray_home, tmp_path):
+    # both jobs train with Ray Train on the head (1 CPU each on a 2-CPU head): the launcher's
+    # tasks reserve none of it, so the jobs' workers are not kept waiting for their own tasks
+    r = _cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3", *TINY,
+             f"paths.cache_dir={tmp_path / 'cache'}", f"storage.root={tmp_path / 'models'}",
+             f"paths.output_root={tmp_path / 'out'}", "hydra.launcher.num_cpus=2", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rec = _record(ray_home)
+    assert f"ray launcher: on the warm Ray head at {rec['gcs_address']}" in r.stdout + r.stderr
+    (sd,) = list((tmp_path / "out" / "multirun").iterdir())
+    for n in (0, 1):
+        st = json.loads((sd / str(n) / "state.json").read_text())["stages"]
+        assert st["train"]["status"] == "done" and st["train"]["outputs"]["metrics"]["global_step"] == 2
+    status = json.loads(_cli("ray", "status", "--json").stdout)
+    assert status["running"] and status["drivers"] == [] and _alive(rec["pid"])

@@ -28,10 +28,11 @@ def _rows(sd: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shared_cache):
+def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path):
+    # an empty cache of its own: the sweep's dataset is prepared once, before the jobs
     r = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3",
                 "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8", "training.eval_steps=4",
-                "stages=[prepare_data,train,export]", *_base(tmp_path, shared_cache), timeout=900)
+                "stages=[prepare_data,train,export]", *_base(tmp_path, tmp_path / "cache"), timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sd = _sweep_dir(tmp_path / "out")
     rows = _rows(sd)
@@ -53,6 +54,14 @@ def test_ray_launcher_runs_jobs_in_parallel_on_data_prepared_once(tmp_path, shar
     # each job stored its model under its own prefix
     uris = {s["stages"]["export"]["outputs"]["model_uri"] for s in states}
     assert len(uris) == 2
+
+    # a second sweep on the same cache prepares nothing: the launcher finds the data there
+    again = run_cli("run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3",
+                    "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8", "stages=[prepare_data]",
+                    *_base(tmp_path / "again", tmp_path / "cache"), timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "is prepared already" in again.stdout + again.stderr
+    assert not (_sweep_dir(tmp_path / "again" / "out") / ".prepare").exists()
 
     rep = run_cli("sweep", "report", str(sd))
     assert rep.returncode == 0 and "2 completed, 0 failed" in rep.stdout
@@ -98,3 +107,22 @@ def test_composing_with_the_ray_launcher_imports_neither_ray_nor_torch():
         "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_ray_launcher_forks_warm_jobs_for_trainer_process_that_train_as_the_basic_launcher(tmp_path, shared_cache):
+    common = ["training.lr=1e-3,3e-3", "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8",
+              "training.eval_steps=4", "stages=[prepare_data,train]", "cluster.trainer=process",
+              f"paths.cache_dir={shared_cache}", f"storage.root={tmp_path / 'models'}"]
+    results = {}
+    for name, extra in (("basic", []), ("ray", ["hydra/launcher=ray"])):
+        r = run_cli("run", "quickstart", "-m", *common, *extra, f"paths.output_root={tmp_path / name}",
+                    timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        sd = _sweep_dir(tmp_path / name)
+        results[name] = [float(row["perplexity"]) for row in _rows(sd)]
+    recs = [json.loads((sd / str(n) / "sweep_job.json").read_text()) for n in (0, 1)]
+    assert [rec["process"] for rec in recs] == ["fork", "fork"]
+    assert recs[0]["started"] < recs[1]["ended"] and recs[1]["started"] < recs[0]["ended"]
+    assert results["ray"] == pytest.approx(results["basic"], rel=1e-5)
+    assert len(set(results["ray"])) == 2  # two learning rates, two models

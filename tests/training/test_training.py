@@ -172,3 +172,63 @@ def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(t
     resumed = steps[len(steps_before):]
     assert resumed and resumed[0] > 6 - 1 and resumed[-1] == 24
     assert len(set(resumed)) == len(resumed)
+
+
+def _ray_children(proc: subprocess.Popen) -> list[str]:
+    import psutil
+
+    names = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if "raylet" in cmd or "gcs_server" in cmd or "RayTrainWorker" in cmd:
+            names.append(cmd[:100])
+    return names
+
+
+@pytest.mark.slow
+def test_trainer_process_trains_like_ray_train_and_resumes_after_a_kill(tmp_path):
+    # the same job with Ray Train and in the llmops process: the same losses; killed mid-way,
+    # the in-process run resumes from its last checkpoint and ends where Ray Train's did
+    args = ["run", "quickstart", "stages=[prepare_data,train]", *SMALL, "training.max_steps=24",
+            "training.eval_steps=6", "training.logging_steps=1", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"storage.root={tmp_path / 'models'}"]
+    ref_dir, crash_dir = tmp_path / "ray", tmp_path / "process"
+    ref = _llmops(*args, f"hydra.run.dir={ref_dir}")
+    out, _ = ref.communicate(timeout=600)
+    assert ref.returncode == 0, out[-4000:]
+
+    crash = _llmops(*args, "cluster.trainer=process", f"hydra.run.dir={crash_dir}")
+    deadline, ray_seen = time.time() + 300, []
+    while time.time() < deadline and not list((crash_dir / "checkpoints").glob(
+            "*/checkpoint_*/checkpoint/trainer_state.json")):
+        assert crash.poll() is None, crash.stdout.read()[-4000:]
+        ray_seen += _ray_children(crash)
+        time.sleep(0.2)
+    assert ray_seen == []  # no Ray was started for it
+    crash.kill()
+    crash.communicate(timeout=60)
+    st = json.loads((crash_dir / "state.json").read_text())["stages"]
+    assert st["train"]["status"] == "running"
+    steps_before = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
+                    if "loss" in json.loads(x)]
+
+    again = _llmops("resume", str(crash_dir))
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-4000:]
+    assert "resuming from checkpoint" in out
+    m = json.loads((crash_dir / "state.json").read_text())["stages"]["train"]["outputs"]["metrics"]
+    r = json.loads((ref_dir / "state.json").read_text())["stages"]["train"]["outputs"]["metrics"]
+    assert m["global_step"] == r["global_step"] == 24
+    assert m["eval_loss"] == pytest.approx(r["eval_loss"], rel=1e-3)
+    losses = {}
+    for d in (ref_dir, crash_dir):
+        rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        losses[d] = {row["step"]: row["loss"] for row in rows if "loss" in row}
+    assert losses[crash_dir] == pytest.approx(losses[ref_dir], rel=1e-4)
+    steps = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(x)]
+    resumed = steps[len(steps_before):]
+    assert resumed and resumed[0] > 6 - 1 and resumed[-1] == 24

@@ -259,3 +259,14 @@ def test_engine_refuses_a_foreign_folder_as_a_backstop(compose, tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["llmops.log", "todo.txt"]
     (d / "todo.txt").unlink()
     assert engine.open_run(compose("quickstart"), d).run_dir == d.resolve()
+
+
+def test_trainer_process_is_one_local_worker_without_restarts(compose):
+    compose("quickstart", "cluster.trainer=process")  # the plain case composes and validates
+    msg = _errors(compose, "cluster.trainer=process", "cluster.num_workers=2", "training.max_failures=1")
+    assert "cluster.num_workers = 2" in msg and "1 with cluster.trainer=process" in msg
+    assert "training.max_failures = 1" in msg and "restarts of a dead worker need trainer=ray" in msg
+    msg = _errors(compose, "cluster=ray", "cluster.address=http://127.0.0.1:8265", "cluster.trainer=process")
+    assert "cluster.trainer" in msg and "cluster=local only, not ray" in msg
+    msg = _errors(compose, "cluster.trainer=thread")
+    assert "cluster.trainer" in msg and "process" in msg and "ray" in msg
