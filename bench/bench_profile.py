@@ -1,13 +1,14 @@
 """Where a short run's time goes: `llmops run quickstart training.max_steps=16
-stages=[prepare_data,train,export]`, cold (an embedded Ray, `cluster.ray_idle_timeout_s=0`) and
-warm (the warm head already up), in the same run of this script.
+stages=[prepare_data,train,export]`, cold (an embedded Ray, `cluster.ray_idle_timeout_s=0`),
+warm (the warm head already up) and process (`cluster.trainer=process`: no Ray, the one worker in
+the llmops process), in the same run of this script.
 
     python bench/bench_profile.py
 
 Each line the run prints is stamped when it arrives (time.perf_counter in this process); the
 phases are the spans between marker lines the run already prints (llmops' stage log, Ray Train's
 controller and worker lines, the Trainer's progress bar). Prints `figure profile_<mode>_<phase>_s`
-per phase and `ratio profile_train_stage_warm_vs_cold`.
+per phase, `ratio profile_train_stage_warm_vs_cold` and `ratio profile_train_stage_process_vs_warm`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ MARKERS = [  # (phase that ends at this line, regex)
     ("final_eval_checkpoint_save_and_train_stop", r"stage train: done"),
     ("export", r"stage export: done"),
 ]
+# cluster.trainer=process: no Ray lines; the phases between the stage log and the Trainer's bar
+PROCESS_MARKERS = [MARKERS[0], MARKERS[1],
+                   ("imports_preflight_model_data_trainer", r"\| 0/\d+ \["), *MARKERS[-3:]]
 
 
-def profile(tmp: Path, name: str, extra: list[str], env: dict) -> dict:
+def profile(tmp: Path, name: str, extra: list[str], env: dict, markers: list = MARKERS) -> dict:
     cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", WARM, "training.max_steps=16",
            "stages=[prepare_data,train,export]", f"hydra.run.dir={tmp / name}",
            f"paths.cache_dir={tmp / 'cache'}", f"storage.root={tmp / 'models'}", *extra]
@@ -49,8 +53,8 @@ def profile(tmp: Path, name: str, extra: list[str], env: dict) -> dict:
     for line in p.stdout:
         lines.append(line)
         now = time.perf_counter() - t0
-        while i < len(MARKERS) and re.search(MARKERS[i][1], line):
-            stamps[MARKERS[i][0]] = now
+        while i < len(markers) and re.search(markers[i][1], line):
+            stamps[markers[i][0]] = now
             i += 1
             break
     p.wait()
@@ -58,7 +62,7 @@ def profile(tmp: Path, name: str, extra: list[str], env: dict) -> dict:
     if p.returncode != 0:
         raise SystemExit(f"{name} failed:\n{''.join(lines[-60:])}")
     phases, prev = {}, 0.0
-    for ph, _ in MARKERS:
+    for ph, _ in markers:
         if ph in stamps:
             phases[ph] = stamps[ph] - prev
             prev = stamps[ph]
@@ -75,6 +79,7 @@ def main() -> None:
         res = {"cold": profile(tmp, "cold", ["cluster.ray_idle_timeout_s=0"], env)}
         profile(tmp, "start_head", [], env)  # starts the warm head (not measured)
         res["warm"] = profile(tmp, "warm", [], env)
+        res["process"] = profile(tmp, "process", ["cluster.trainer=process"], env, PROCESS_MARKERS)
         subprocess.run([sys.executable, "-m", "llmops.cli", "ray", "stop"], env=env, cwd=tmp,
                        capture_output=True)
     print(f"# 1/5/15-min load average at the end: {os.getloadavg()} on {os.cpu_count()} CPUs")
@@ -85,6 +90,7 @@ def main() -> None:
             figure(f"profile_{mode}_{ph}_s", s, "s")
     ratio("profile_train_stage_warm_vs_cold", res["warm"]["train_stage"] / res["cold"]["train_stage"])
     ratio("profile_end_to_end_warm_vs_cold", res["warm"]["total"] / res["cold"]["total"])
+    ratio("profile_train_stage_process_vs_warm", res["process"]["train_stage"] / res["warm"]["train_stage"])
 
 
 if __name__ == "__main__":

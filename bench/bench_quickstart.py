@@ -8,8 +8,10 @@ Measured in the same run of this script:
          for the same steps with a transformers Trainer (same batch, lr, schedule, evaluation
          every 64 steps), save safetensors, generate 16 tokens;
   cold   `llmops run quickstart` with no Ray running (it starts the warm head) and an empty cache;
-  warm   the same again with the head up (new run dir, empty cache again: the same work).
-Prints `ratio quickstart_time_vs_bare_script` (warm; goal <= 1.5) and `..._cold`.
+  warm   the same again with the head up (new run dir, empty cache again: the same work);
+  process  the same again with `cluster.trainer=process` (no Ray at all: the one worker trains
+         in the llmops process).
+Prints `ratio quickstart_time_vs_bare_script` (warm; goal <= 1.5), `..._cold` and `..._process`.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ print("BARE", tok.decode(model.generate(ids, max_new_tokens=16, do_sample=True, 
 '''
 
 
-def llmops_run(tmp: Path, name: str, env: dict) -> tuple[float, dict]:
+def llmops_run(tmp: Path, name: str, env: dict, *extra: str) -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", WARM, f"hydra.run.dir={tmp / name}",
-           f"paths.cache_dir={tmp / ('cache-' + name)}", f"storage.root={tmp / 'models'}"]
+           f"paths.cache_dir={tmp / ('cache-' + name)}", f"storage.root={tmp / 'models'}", *extra]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
     wall = time.perf_counter() - t0
@@ -92,17 +94,20 @@ def main() -> None:
             raise SystemExit(f"bare script failed:\n{p.stderr[-3000:]}")
         cold, st_cold = llmops_run(tmp, "cold", env)
         warm, st_warm = llmops_run(tmp, "warm", env)
+        process, st_process = llmops_run(tmp, "process", env, "cluster.trainer=process")
         subprocess.run([sys.executable, "-m", "llmops.cli", "ray", "stop"], env=env, cwd=tmp,
                        capture_output=True)
     print(f"# 1/5/15-min load average at the end: {os.getloadavg()} on {os.cpu_count()} CPUs")
     figure("quickstart_bare_script_s", bare, "s")
     figure("quickstart_cold_s", cold, "s")
     figure("quickstart_warm_s", warm, "s")
-    for label, st in (("cold", st_cold), ("warm", st_warm)):
+    figure("quickstart_trainer_process_s", process, "s")
+    for label, st in (("cold", st_cold), ("warm", st_warm), ("process", st_process)):
         for name, s in st.items():
             figure(f"quickstart_{label}_stage_{name}_s", s.get("seconds") or 0.0, "s")
     ratio("quickstart_time_vs_bare_script", warm / bare)
     ratio("quickstart_time_vs_bare_script_cold", cold / bare)
+    ratio("quickstart_time_vs_bare_script_trainer_process", process / bare)
 
 
 if __name__ == "__main__":
