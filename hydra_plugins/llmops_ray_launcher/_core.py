@@ -38,6 +38,8 @@ from llmops.pipeline import engine
 from llmops.run import RunDir
 from llmops.run import sweep as sweeps
 
+from hydra_plugins.llmops_ray_launcher._processes import run_child
+
 log = logging.getLogger("llmops")
 
 # the environment a job's process must not inherit from a Ray worker (it starts its own Ray)
@@ -60,6 +62,7 @@ class Job:
     started: Optional[float] = None
     ended: Optional[float] = None
     process: Optional[str] = None  # how the job's process started: "fork" or "new"
+    runner: Optional[int] = None  # pid of the warm job runner that forked it
 
 
 @dataclass
@@ -310,6 +313,9 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, total: int,
 
         remote = ray.remote(run_child)
         pending = [j for j in jobs if j.status == "pending"]
+        forks = sum(1 for j in pending if trains_in_process(j.task_cfg))
+        idle = job_runners(min(total, forks), ctx.env) if ctx.warm and forks else []
+        owner: dict = {}  # ref -> the warm runner it runs on
         free = total
         failed_any = any(j.status == "failed" for j in jobs)
         while pending or running:
@@ -321,9 +327,15 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, total: int,
                 pending.pop(0)
                 j.job_dir.mkdir(parents=True, exist_ok=True)
                 fork = trains_in_process(j.task_cfg)
-                ref = remote.options(num_cpus=task_cpus(j.cpus, ctx, fork), max_retries=0).remote(
-                    ctx.argv(j.overrides, j.job_dir, j.run_id), ctx.cwd, ctx.env,
-                    str(j.job_dir / "llmops.log"), ctx.timeout_s, fork)
+                args = (ctx.argv(j.overrides, j.job_dir, j.run_id), ctx.cwd, ctx.env,
+                        str(j.job_dir / "llmops.log"), ctx.timeout_s)
+                if fork and idle:  # a fork of a warm runner that outlives the sweep
+                    runner = idle.pop(0)
+                    ref = runner.run.remote(*args)
+                    owner[ref] = runner
+                else:
+                    ref = remote.options(num_cpus=task_cpus(j.cpus, ctx, fork), max_retries=0).remote(
+                        *args, fork)
                 running[ref] = j
                 free -= j.cpus
                 j.status = "running"
@@ -339,6 +351,8 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, total: int,
             for ref in done:
                 j = running.pop(ref)
                 free += j.cpus
+                if ref in owner:
+                    idle.append(owner.pop(ref))
                 try:
                     out = ray.get(ref)
                 except Exception as e:  # the Ray task itself failed (node lost, ...)
@@ -348,7 +362,65 @@ def run_on_ray(jobs: list[Job], ctx: Context, fail_fast: bool, *, total: int,
     except KeyboardInterrupt:
         for ref in list(running):
             ray.cancel(ref)
+        if owner:  # a runner ends its job's processes when it sees the cancel: wait for that
+            ray.wait(list(owner), num_returns=len(owner), timeout=40)
         raise
+
+
+RUNNERS_NAMESPACE = "llmops"
+
+
+def job_runners(n: int, env: dict) -> list:
+    """`n` warm job runners on the warm local head (`_processes.JobRunner`): the ones a former
+    sweep left that still match these jobs, else new ones (they import while the sweep starts;
+    a job waits for its runner only the first time)."""
+    import ray
+
+    from hydra_plugins.llmops_ray_launcher._processes import JobRunner, identity
+
+    ident = identity(env)
+    cls = ray.remote(JobRunner)
+    out = []
+    for i in range(n):
+        name = f"llmops-job-runner-{i}"
+        runner = None
+        try:
+            runner = ray.get_actor(name, namespace=RUNNERS_NAMESPACE)
+            if not ray.get(runner.fresh.remote(ident), timeout=120):
+                log.info("ray launcher: warm job runner %d is out of date; replacing it", i)
+                ray.kill(runner)
+                runner = None
+                wait_name_free(name)
+        except ValueError:  # none of that name
+            runner = None
+        except Exception as e:  # noqa: BLE001 - a dead or hung runner: replace it
+            log.info("ray launcher: warm job runner %d did not answer (%s); replacing it", i, e)
+            try:
+                ray.kill(runner)
+            except Exception:  # noqa: BLE001
+                pass
+            runner = None
+            wait_name_free(name)
+        if runner is None:
+            runner = cls.options(
+                name=name, namespace=RUNNERS_NAMESPACE, lifetime="detached", num_cpus=0,
+                max_restarts=0, runtime_env={"env_vars": {
+                    "PYTHONPATH": env.get("PYTHONPATH", ""), "TOKENIZERS_PARALLELISM": "false"}},
+            ).remote(ident)
+        out.append(runner)
+    return out
+
+
+def wait_name_free(name: str, timeout_s: float = 30.0) -> None:
+    import ray
+
+    end = time.time() + timeout_s
+    while time.time() < end:
+        try:
+            ray.get_actor(name, namespace=RUNNERS_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.2)
 
 
 def shown_overrides(overrides: Sequence[str]) -> list:
@@ -357,138 +429,12 @@ def shown_overrides(overrides: Sequence[str]) -> list:
     return list(filter_overrides(list(overrides)))
 
 
-def run_child(argv: list, cwd: str, env: dict, log_path: str, timeout_s: int, fork: bool = False) -> dict:
-    """Run one job's process to its end (also the body of the Ray task). `fork`: the job's
-    process is a fork of this one after the imports every job needs (`warm_imports`), instead of
-    a new interpreter that imports them again; for jobs that do not use Ray themselves."""
-    import signal
-    import subprocess
-
-    t0 = time.time()
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    p = forked(argv, cwd, env, log_path) if fork and warm_imports() else None
-    if p is None:
-        with open(log_path, "ab") as out:
-            p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    try:
-        while p.poll() is None:
-            if timeout_s and time.time() - t0 > timeout_s:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(30)
-                return {"rc": 124, "seconds": time.time() - t0, "timeout": True,
-                        "started": t0, "ended": time.time()}
-            time.sleep(0.1)
-    except BaseException:  # cancelled or interrupted: take the job (and its Ray) down with us
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(30)
-        except Exception:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except Exception:
-                pass
-        raise
-    return {"rc": p.returncode, "seconds": time.time() - t0, "timeout": False,
-            "started": t0, "ended": time.time(), "process": "fork" if isinstance(p, Forked) else "new"}
-
-
-# what every job imports (torch, transformers, llmops's run path), once per Ray worker process
-WARM_IMPORTS = ("torch", "transformers", "transformers.trainer", "transformers.models.gpt2",
-                "llmops.cli", "llmops.commands.run", "llmops.hydra_app", "llmops.pipeline.engine",
-                "llmops.training.loop", "llmops.data.build")
-
-
-def warm_imports() -> bool:
-    """Import what every job needs into this process, so that its forks start warm. False when
-    this process's llmops is not the one the jobs are given (their PYTHONPATH): then no fork."""
-    import importlib
-
-    import llmops
-
-    for name in WARM_IMPORTS:
-        importlib.import_module(name)
-    root = str(Path(llmops.__file__).resolve().parent.parent)
-    return os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] in ("", root) or root in sys.path[:3]
-
-
-class Forked:
-    """A forked job process, with the part of Popen's interface run_child uses."""
-
-    def __init__(self, pid: int):
-        self.pid, self.returncode = pid, None
-
-    def poll(self) -> Optional[int]:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float) -> int:
-        import subprocess
-
-        end = time.time() + timeout
-        while self.poll() is None:
-            if time.time() > end:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(0.05)
-        return self.returncode
-
-
-def forked(argv: list, cwd: str, env: dict, log_path: str) -> Forked:
-    """`argv` (`python -m llmops.cli ...`) run as `llmops.cli.main` in a fork of this process:
-    its own session, working directory, environment and log; default signal handlers (the CLI
-    installs its own); no Ray (the fork never touches this process's Ray connection)."""
-    import signal
-
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    pid = os.fork()
-    if pid:
-        os.close(fd)
-        return Forked(pid)
-    rc = 1
-    try:  # the job's process from here on; it leaves only through os._exit
-        os.setsid()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        from llmops import cli
-
-        rc = cli.main(list(argv[3:]))  # argv: [python, -m, llmops.cli, ...]
-    except SystemExit as e:
-        rc = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: BLE001 - the job's process ends here whatever happened
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        try:
-            import logging as logging_
-
-            logging_.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(rc if isinstance(rc, int) else 1)
-
-
 # ----------------------------------------------------------------------------------- results
 def finish(j: Job, out: dict, timeout_s: int) -> None:
     """A job's process ended: its status, error or return value (the sweep metric), its record."""
     j.seconds = round(float(out.get("seconds", 0.0)), 2)
     j.started, j.ended, j.process = out.get("started"), out.get("ended"), out.get("process")
+    j.runner = out.get("runner_pid")
     if out.get("rc") == 0:
         try:
             state = RunDir(j.job_dir).maybe_state()
@@ -515,6 +461,7 @@ def record(j: Job) -> None:
         "num": j.idx, "overrides": j.overrides, "status": j.status, "error": j.error or None,
         "seconds": j.seconds, "result": j.result, "cpus": j.cpus, "launcher": "ray", "started": j.started, "ended": j.ended,
         "process": j.process,  # "fork": a fork of a warm Ray worker; "new": a new interpreter
+        "runner_pid": j.runner,  # the warm job runner it was forked from (None: a task's worker)
     })
     if j.status == "failed":
         note_failure(j.idx)

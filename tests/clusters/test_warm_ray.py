@@ -162,3 +162,92 @@ def test_a_ray_launcher_sweep_trains_on_the_warm_head_and_leaves_it_up(ray_home,
         assert st["train"]["status"] == "done" and st["train"]["outputs"]["metrics"]["global_step"] == 2
     status = json.loads(_cli("ray", "status", "--json").stdout)
     assert status["running"] and status["drivers"] == [] and _alive(rec["pid"])
+
+
+def _sweep(tmp_path: Path, name: str, *extra: str, env_extra: dict | None = None):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.update(env_extra or {})
+    args = ["run", "quickstart", "-m", "hydra/launcher=ray", "training.lr=1e-3,3e-3", *TINY,
+            "cluster.trainer=process", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"storage.root={tmp_path / 'models'}", f"paths.output_root={tmp_path / name}", *extra]
+    return subprocess.Popen([sys.executable, "-m", "llmops.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+
+
+def _holding(folder: Path) -> list[int]:
+    """Processes with a file under `folder` open (a forked job writes its log there)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            fds = list((d / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd).startswith(str(folder)):
+                    out.append(int(d.name))
+                    break
+            except OSError:
+                continue
+    return out
+
+
+def _records(out: Path) -> list[dict]:
+    (sd,) = list((out / "multirun").iterdir())
+    return [json.loads((sd / str(n) / "sweep_job.json").read_text()) for n in (0, 1)]
+
+
+@pytest.mark.slow
+def test_sweeps_on_the_warm_head_fork_their_jobs_from_runners_that_stay_warm(ray_home, tmp_path):
+    first = _sweep(tmp_path, "a")
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    a = _records(tmp_path / "a")
+    assert [r["process"] for r in a] == ["fork", "fork"] and all(r["runner_pid"] for r in a)
+
+    second = _sweep(tmp_path, "b")  # the same jobs: forked from the same warm runners
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out[-3000:]
+    b = _records(tmp_path / "b")
+    assert {r["runner_pid"] for r in b} <= {r["runner_pid"] for r in a}
+    assert [r["result"] for r in b] == pytest.approx([r["result"] for r in a], rel=1e-6)
+
+    # jobs given another PYTHONPATH than the runners hold are not forked from them: replaced
+    extra = tmp_path / "more-path"
+    extra.mkdir()
+    third = _sweep(tmp_path, "c", env_extra={"PYTHONPATH": os.pathsep.join([str(ROOT), str(extra)])})
+    out, _ = third.communicate(timeout=900)
+    assert third.returncode == 0, out[-3000:]
+    assert "out of date; replacing it" in out
+    c = _records(tmp_path / "c")
+    assert not {r["runner_pid"] for r in c} & {r["runner_pid"] for r in a}
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_warm_sweep_ends_its_forked_jobs_and_the_runners_stay(ray_home, tmp_path):
+    import signal
+
+    p = _sweep(tmp_path, "a", "training.max_steps=2000", "training.eval_steps=1000")
+    deadline = time.time() + 600
+    running = []
+    while time.time() < deadline and len(running) < 2:
+        assert p.poll() is None, p.stdout.read()[-3000:]
+        running = [d for d in (tmp_path / "a").glob("multirun/*/*/state.json")
+                   if json.loads(d.read_text() or "{}").get("stages", {}).get("train", {}).get("status") == "running"]
+        time.sleep(0.5)
+    assert len(running) == 2, "both jobs did not start training"
+    time.sleep(3)  # well inside the training loop
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode != 0, out[-3000:]
+    for st in running:  # each job saw the interrupt: stage marked, its process gone
+        train = json.loads(st.read_text())["stages"]["train"]
+        assert train["status"] == "interrupted", train
+        assert not (st.parent / "run.lock").exists()
+    assert not _holding(tmp_path / "a" / "multirun")  # no job process has its log open any more
+    again = _sweep(tmp_path, "b")  # the runners are still there and serve the next sweep
+    out, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, out[-3000:]
+    assert [r["process"] for r in _records(tmp_path / "b")] == ["fork", "fork"]
