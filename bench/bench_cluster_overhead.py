@@ -35,7 +35,8 @@ def main() -> None:
               f"storage.root={work / 'models'}",
               "dataset.max_train_blocks=64", "dataset.max_eval_blocks=8",
               f"training.max_steps={args.steps}", f"training.eval_steps={args.steps}",
-              "training.logging_steps=1", "cluster.num_workers=1"]
+              "training.logging_steps=1", "cluster.num_workers=1",
+              "cluster.trainer=ray"]  # Ray Train in both: the cost of the cluster, not of the trainer
 
     def cfg_for(run_id: str, *extra: str):
         cfg, _ = compose("quickstart", [*common, f"run_id={run_id}", *extra])

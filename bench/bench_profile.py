@@ -1,6 +1,6 @@
 """Where a short run's time goes: `llmops run quickstart training.max_steps=16
-stages=[prepare_data,train,export]`, cold (an embedded Ray, `cluster.ray_idle_timeout_s=0`),
-warm (the warm head already up) and process (`cluster.trainer=process`: no Ray, the one worker in
+stages=[prepare_data,train,export]` with Ray Train (`cluster.trainer=ray`) cold (an embedded
+Ray, `cluster.ray_idle_timeout_s=0`) and warm (the warm head already up), and process (`cluster.trainer=process`: no Ray, the one worker in
 the llmops process), in the same run of this script.
 
     python bench/bench_profile.py
@@ -76,9 +76,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = dict(os.environ, PYTHONPATH=str(ROOT), LLMOPS_RAY_HOME=str(tmp / "ray-home"))
-        res = {"cold": profile(tmp, "cold", ["cluster.ray_idle_timeout_s=0"], env)}
-        profile(tmp, "start_head", [], env)  # starts the warm head (not measured)
-        res["warm"] = profile(tmp, "warm", [], env)
+        ray_train = ["cluster.trainer=ray"]
+        res = {"cold": profile(tmp, "cold", [*ray_train, "cluster.ray_idle_timeout_s=0"], env)}
+        profile(tmp, "start_head", ray_train, env)  # starts the warm head (not measured)
+        res["warm"] = profile(tmp, "warm", ray_train, env)
         res["process"] = profile(tmp, "process", ["cluster.trainer=process"], env, PROCESS_MARKERS)
         subprocess.run([sys.executable, "-m", "llmops.cli", "ray", "stop"], env=env, cwd=tmp,
                        capture_output=True)

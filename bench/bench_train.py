@@ -50,6 +50,7 @@ def llmops_train(tmp: Path, name: str, steps: int, batch: int, workers: int) -> 
     cmd = [sys.executable, "-m", "llmops.cli", "run", "quickstart", WARM, "stages=[prepare_data,train]",
            f"hydra.run.dir={run_dir}", f"training.max_steps={steps}", f"training.eval_steps={steps}",
            f"training.per_device_train_batch_size={batch}", f"cluster.num_workers={workers}",
+           "cluster.trainer=ray",  # the per-step cost under Ray Train, 1 worker as 2
            f"paths.cache_dir={tmp / 'cache'}", f"storage.root={tmp / 'models'}"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
     if p.returncode != 0:

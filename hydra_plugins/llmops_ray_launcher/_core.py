@@ -145,9 +145,10 @@ def job_cpus(task_cfg: DictConfig, cpus_per_job: Optional[int]) -> int:
 def trains_in_process(task_cfg: DictConfig) -> bool:
     """The job trains in its own process (`cluster=local cluster.trainer=process`): it uses no
     Ray itself, so its process can be a warm fork of the Ray worker's."""
-    c = task_cfg.cluster
-    return (str(getattr(c.kind, "value", c.kind)) == "local"
-            and str(getattr(c.trainer, "value", c.trainer)) == "process")
+    from llmops.clusters.local import trainer
+
+    return str(getattr(task_cfg.cluster.kind, "value", task_cfg.cluster.kind)) == "local" and \
+        trainer(task_cfg) == "process"
 
 
 def recipe_path(config: DictConfig) -> Path:

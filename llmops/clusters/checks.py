@@ -18,7 +18,7 @@ def check(c: Checker) -> None:
     c.check("cluster.poll_interval_s", lambda v: v > 0, "a period in seconds > 0")
     c.check("cluster.auth", lambda v: v in ("auto", "kubeconfig", "incluster", "token"),
             "one of auto, kubeconfig, incluster, token")
-    if str(c.value("cluster.trainer")) == "process":
+    if str(c.value("cluster.trainer")) == "process":  # auto picks process only where it fits
         if kind != "local":
             c.add("cluster.trainer", f"process trains in the llmops process: cluster=local only, not {kind}")
         c.check("cluster.num_workers", lambda v: v == 1,

@@ -62,6 +62,20 @@ def in_thread(fn, *args):
     return box["result"]
 
 
+def trainer(cfg: DictConfig) -> str:
+    """How `cluster=local` trains: "process" (the one worker in the llmops process, no Ray) or
+    "ray" (Ray Train). `cluster.trainer=auto` picks process for one CPU worker without restarts
+    (`training.max_failures=0`): Ray Train's worker group would cost that run about 10 s of start
+    and stop and give it nothing (no other worker, no restart)."""
+    c = cfg.cluster
+    t = str(getattr(c.trainer, "value", c.trainer))
+    if t != "auto":
+        return t
+    kind = str(getattr(c.kind, "value", c.kind))
+    one = int(c.num_workers) == 1 and int(c.gpus_per_worker) == 0
+    return "process" if kind == "local" and one and int(cfg.training.max_failures) == 0 else "ray"
+
+
 class LocalBackend:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -70,7 +84,7 @@ class LocalBackend:
         self._lease = None
 
     def in_process(self) -> bool:
-        return str(getattr(self.cfg.cluster.trainer, "value", self.cfg.cluster.trainer)) == "process"
+        return trainer(self.cfg) == "process"
 
     def cpus_needed(self) -> int:
         c = self.cfg.cluster
@@ -83,7 +97,7 @@ class LocalBackend:
         path, _ = storage.ray_storage(cfg, ctx.run_dir, ctx.run_id) if cfg.storage.kind.value != "s3" else (
             f"s3 bucket {cfg.storage.bucket}", None)
         if self.in_process():
-            where = "this process, one worker, no Ray (cluster.trainer=process)"
+            where = f"this process, one worker, no Ray (cluster.trainer={self.cfg.cluster.trainer.value})"
         elif int(c.ray_idle_timeout_s) > 0:
             where = "warm local Ray head (llmops ray status)"
         else:

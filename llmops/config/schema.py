@@ -38,6 +38,7 @@ class ClusterKind(str, Enum):
 
 
 class Trainer(str, Enum):
+    auto = "auto"  # process for one CPU worker of cluster=local without restarts, else ray
     ray = "ray"  # Ray Train: a TorchTrainer's worker group of Ray actors (several workers, restarts)
     process = "process"  # cluster=local, one worker: the training function in the job's own process
 
@@ -59,8 +60,9 @@ class ClusterConfig:
     # embedded Ray in the llmops process for this run only
     ray_idle_timeout_s: int = 0
     # local: `process` trains one worker in the job's own process, without Ray Train's start and
-    # stop (seconds a short run saves; same loop, checkpoints and resume); `ray` = Ray Train
-    trainer: Trainer = Trainer.ray
+    # stop (seconds a short run saves; same loop, checkpoints and resume); `ray` = Ray Train;
+    # `auto` = process for one CPU worker with training.max_failures=0, else ray
+    trainer: Trainer = Trainer.auto
     # ray and codeflare: the job
     address: Optional[str] = None  # ray: dashboard URL, e.g. http://127.0.0.1:8265
     headers: Dict[str, str] = field(default_factory=dict)  # e.g. Authorization: Bearer ...

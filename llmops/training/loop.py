@@ -420,7 +420,7 @@ def fit_torchrun(cfg: DictConfig, task) -> tuple[TrainOutputs | None, list]:
 def fit_in_process(cfg: DictConfig, task) -> TrainOutputs:
     """Train in this process as the only worker (`cluster.trainer=process`): no Ray Train worker
     group to start and stop. Checkpoints, their layout, the kept best and resume are those of
-    `fit_torchrun` (Ray Train's layout, so a run started one way resumes the other). Like a Ray
+    `fit_torchrun` (in Ray Train's layout). Like a Ray
     worker with `cluster.cpus_per_worker` CPUs, torch uses that many threads while it trains."""
     import torch
 

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["dataset.max_train_blocks=32", "dataset.max_eval_blocks=4", "dataset.block_size=64",
         "training.max_steps=2", "training.eval_steps=2", "training.logging_steps=1",
-        "stages=[prepare_data,train]", "cluster.ray_idle_timeout_s=600"]
+        "stages=[prepare_data,train]", "cluster.ray_idle_timeout_s=600",
+        "cluster.trainer=ray"]  # Ray Train on the head (the default, auto, would train in process)
 
 
 @pytest.fixture

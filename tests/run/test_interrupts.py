@@ -29,7 +29,8 @@ def _env() -> dict:
 def _args(tmp_path: Path, cache: Path) -> list[str]:
     # a shorter quickstart (32 optimizer steps): still long enough to be stopped mid-train
     return [f"paths.cache_dir={cache}", f"paths.output_root={tmp_path / 'outputs'}",
-            f"storage.root={tmp_path / 'models'}", "dataset.max_train_blocks=512"]
+            f"storage.root={tmp_path / 'models'}", "dataset.max_train_blocks=512",
+            "cluster.trainer=ray"]  # an embedded Ray with Ray Train workers to end
 
 
 def _train_status(run_dir: Path) -> str:
@@ -143,3 +144,28 @@ def test_after_sigkill_resume_says_the_stage_was_left_running_and_goes_on(tmp_pa
     assert len([ln for ln in out.splitlines() if "state.json says 'running'" in ln]) == 1, out[-3000:]
     assert f"taking over the lock of pid {p.pid}" in out
     _assert_ray_gone(session, within_s=0)  # the resume ended whatever the killed run left
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_in_process_training_stops_cleanly_and_resume_finishes(tmp_path, cache, sig, code):
+    # the default for one CPU worker (cluster.trainer=auto): the loop runs in the llmops process
+    run_dir = tmp_path / "run"
+    args = [a for a in _args(tmp_path, cache) if a != "cluster.trainer=ray"]
+    p = subprocess.Popen([sys.executable, "-m", "llmops.cli", "run", "quickstart",
+                          f"hydra.run.dir={run_dir}", "training.logging_steps=1", *args],
+                         env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+        assert p.poll() is None, p.communicate()[1][-3000:]
+        time.sleep(0.2)
+    assert _train_status(run_dir) == "running"
+    assert not _ray_session_of(p.pid)  # no Ray under it
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == code, err[-3000:]
+    assert f"llmops: interrupted by {sig.name}; to go on from where it stopped: llmops resume {run_dir}" in err
+    train = json.loads((run_dir / "state.json").read_text())["stages"]["train"]
+    assert train["status"] == "interrupted" and train["error"] == f"interrupted by {sig.name}"
+    assert not (run_dir / "run.lock").exists()
+    _resume(tmp_path, run_dir)

@@ -134,7 +134,7 @@ def _kill_train_workers(proc: subprocess.Popen) -> int:
 def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(tmp_path):
     # an embedded Ray: the workers to kill are children of the llmops process
     args = ["run", "quickstart", "stages=[prepare_data,train]", *SMALL, "training.max_steps=24",
-            "cluster.ray_idle_timeout_s=0",
+            "cluster.ray_idle_timeout_s=0", "cluster.trainer=ray",
             "training.eval_steps=6", "training.logging_steps=1", f"paths.cache_dir={tmp_path / 'cache'}",
             f"storage.root={tmp_path / 'models'}"]
     ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
@@ -196,7 +196,7 @@ def test_trainer_process_trains_like_ray_train_and_resumes_after_a_kill(tmp_path
             "training.eval_steps=6", "training.logging_steps=1", f"paths.cache_dir={tmp_path / 'cache'}",
             f"storage.root={tmp_path / 'models'}"]
     ref_dir, crash_dir = tmp_path / "ray", tmp_path / "process"
-    ref = _llmops(*args, f"hydra.run.dir={ref_dir}")
+    ref = _llmops(*args, "cluster.trainer=ray", f"hydra.run.dir={ref_dir}")
     out, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, out[-4000:]
 
