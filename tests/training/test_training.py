@@ -153,13 +153,9 @@ def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(t
     assert crash.returncode != 0, out[-3000:]
     st = json.loads((crash_dir / "state.json").read_text())["stages"]
     assert st["prepare_data"]["status"] == "done" and st["train"]["status"] == "failed"
-    steps_before = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
-                    if "loss" in json.loads(x)]
+    steps_before = _logged_steps(crash_dir)
 
-    again = _llmops("resume", str(crash_dir))
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out[-4000:]
-    assert "resuming from checkpoint" in out
+    _resume_from_checkpoint(crash_dir)
     st = json.loads((crash_dir / "state.json").read_text())["stages"]
     assert st["prepare_data"].get("reused") is True
     m, r = st["train"]["outputs"]["metrics"], json.loads((ref_dir / "state.json").read_text())
@@ -167,11 +163,23 @@ def test_kill_a_worker_mid_training_then_rerun_resumes_without_repeating_steps(t
     assert m["global_step"] == r["global_step"] == 24
     assert m["eval_loss"] == pytest.approx(r["eval_loss"], rel=1e-3)
     # the resumed run logged steps after the checkpoint only once, and none twice overall
-    steps = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(x)]
+    steps = _logged_steps(crash_dir)
     resumed = steps[len(steps_before):]
     assert resumed and resumed[0] > 6 - 1 and resumed[-1] == 24
     assert len(set(resumed)) == len(resumed)
+
+
+def _logged_steps(run_dir) -> list[int]:
+    """The steps the run logged a training loss at, in the order logged (metrics.jsonl)."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["step"] for row in rows if "loss" in row]
+
+
+def _resume_from_checkpoint(run_dir) -> None:
+    again = _llmops("resume", str(run_dir))
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-4000:]
+    assert "resuming from checkpoint" in out
 
 
 def _ray_children(proc: subprocess.Popen) -> list[str]:
@@ -212,13 +220,9 @@ def test_trainer_process_trains_like_ray_train_and_resumes_after_a_kill(tmp_path
     crash.communicate(timeout=60)
     st = json.loads((crash_dir / "state.json").read_text())["stages"]
     assert st["train"]["status"] == "running"
-    steps_before = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
-                    if "loss" in json.loads(x)]
+    steps_before = _logged_steps(crash_dir)
 
-    again = _llmops("resume", str(crash_dir))
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out[-4000:]
-    assert "resuming from checkpoint" in out
+    _resume_from_checkpoint(crash_dir)
     m = json.loads((crash_dir / "state.json").read_text())["stages"]["train"]["outputs"]["metrics"]
     r = json.loads((ref_dir / "state.json").read_text())["stages"]["train"]["outputs"]["metrics"]
     assert m["global_step"] == r["global_step"] == 24
@@ -228,7 +232,6 @@ def test_trainer_process_trains_like_ray_train_and_resumes_after_a_kill(tmp_path
         rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
         losses[d] = {row["step"]: row["loss"] for row in rows if "loss" in row}
     assert losses[crash_dir] == pytest.approx(losses[ref_dir], rel=1e-4)
-    steps = [json.loads(x)["step"] for x in (crash_dir / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(x)]
+    steps = _logged_steps(crash_dir)
     resumed = steps[len(steps_before):]
     assert resumed and resumed[0] > 6 - 1 and resumed[-1] == 24
