@@ -121,7 +121,8 @@ def connect(cfg) -> "Kube":
     return Kube(api_client(auth), auth)
 
 
-def _group_version(api_version: str) -> tuple[str, str]:
+def group_version(api_version: str) -> tuple[str, str]:
+    """(group, version) of an apiVersion; the core group is ""."""
     group, _, version = api_version.rpartition("/")
     return group, version
 
@@ -185,7 +186,7 @@ class Kube:
         if kind in CORE_KINDS:
             args = (name,) if kind == "Namespace" else (name, namespace)
             return self.call(action, self._core("read", kind), *args, missing_ok=True)
-        g, v = _group_version(api_version)
+        g, v = group_version(api_version)
         if namespace is None:  # cluster-scoped: ClusterServingRuntime, CustomResourceDefinition
             return self.call(action, self.custom.get_cluster_custom_object, group=g, version=v,
                              plural=plural(kind), name=name, missing_ok=True)
@@ -195,7 +196,7 @@ class Kube:
     def resources(self, api_version: str) -> Optional[list[str]]:
         """The resource names the server serves at `api_version` (discovery, ``GET
         /apis/GROUP/VERSION``), or None when it serves no such group/version."""
-        g, v = _group_version(api_version)
+        g, v = group_version(api_version)
         out = self.call(f"discover {api_version}", self.custom.get_api_resources, g, v, missing_ok=True)
         return None if out is None else [str(r.get("name")) for r in out.get("resources") or []]
 
@@ -216,7 +217,7 @@ class Kube:
         if kind in CORE_KINDS:
             args = (name, obj) if kind == "Namespace" else (name, ns, obj)
             return self.call(action, self._core("patch", kind), *args, **kw)
-        g, v = _group_version(obj["apiVersion"])
+        g, v = group_version(obj["apiVersion"])
         return self.call(action, self.custom.patch_namespaced_custom_object, g, v, ns,
                          plural(kind), name, obj, **kw)
 
@@ -226,7 +227,7 @@ class Kube:
         if kind in CORE_KINDS:
             fn, args = self._core("delete", kind), (name, namespace)
         else:
-            g, v = _group_version(api_version)
+            g, v = group_version(api_version)
             fn, args = self.custom.delete_namespaced_custom_object, (g, v, namespace, plural(kind), name)
         return self.call(action, fn, *args, propagation_policy="Foreground", missing_ok=True) is not None
 
@@ -237,7 +238,7 @@ class Kube:
             out = self.call(action, self._core("delete_collection", kind), namespace,
                             label_selector=selector, missing_ok=True)
         else:
-            g, v = _group_version(api_version)
+            g, v = group_version(api_version)
             out = self.call(action, self.custom.delete_collection_namespaced_custom_object, g, v,
                             namespace, plural(kind), label_selector=selector, missing_ok=True)
         return out is not None

@@ -27,7 +27,7 @@ from typing import Optional
 from llmops.clusters.kuberay import KUEUE_API, QUEUE_LABEL
 from llmops.core import secrets
 from llmops.core.errors import LLMOpsError
-from llmops.k8s.client import Kube, plural
+from llmops.k8s.client import Kube, group_version, plural
 from llmops.serving.kube import FILL_HINT, RUNTIME_API
 
 CRD_API = "apiextensions.k8s.io/v1"
@@ -91,15 +91,10 @@ def _keys(stage: str) -> dict:
                             "queue": f"{stage}.labels", "create": ""})
 
 
-def _group(api_version: str) -> tuple[str, str]:
-    group, _, version = api_version.rpartition("/")
-    return group, version
-
-
 # ------------------------------------------------------------------------------ 1. APIs served
 def check_api(kube: Kube, api_version: str, kind: str, key: str, value: str) -> Finding:
     """`kind` of `api_version` is served: discovery, and the CRD when it is readable."""
-    group, version = _group(api_version)
+    group, version = group_version(api_version)
     res, name = plural(kind), f"{plural(kind)}.{group}"
     subject = f"{kind} {api_version}"
     try:
